@@ -1,0 +1,177 @@
+r"""One Fisher-information engine for every sensing bound in the library.
+
+Model: :math:`L` snapshots of :math:`\mathbf y = \mathbf G(\boldsymbol\eta)\mathbf x + \mathbf n`,
+:math:`\mathbf n\sim\mathcal{CN}(0,\sigma^2\mathbf I)`, with transmit sample covariance
+:math:`\mathbf R_x = \frac1L\sum_l \mathbf x_l\mathbf x_l^H` (:math:`=\mathbf W\mathbf W^H`
+for unit-power independent streams). The real parameter vector
+:math:`\boldsymbol\eta\in\mathbb R^P` has Fisher information
+
+.. math::
+
+    F_{pq} = \frac{2L}{\sigma^2}\,\Re\,\mathrm{tr}\!\left(
+        \partial_p\mathbf G\;\mathbf R_x\;\partial_q\mathbf G^H\right).
+
+Derivatives are given either densely, ``dG [..., P, Nr, Nt]``, or factored as a
+sum of rank-one terms, :math:`\partial_p\mathbf G = \sum_r \mathbf u_{pr}\mathbf v_{pr}^H`
+(:class:`FactoredDerivatives`), which is how every steering-vector model in the
+papers is built and costs :math:`O((PR)^2(N_r+N_t))` instead of
+:math:`O(P^2 N_r N_t^2)`. The transmit side is either the covariance ``R_x
+[..., Nt, Nt]`` or the beamformers ``W [..., Nt, S]``.
+
+Then :func:`schur_complement` removes nuisance parameters (path gains, RCS),
+:func:`change_of_variables` maps e.g. angles to a position via the Jacobian
+:math:`\mathbf T = \partial\boldsymbol\omega/\partial\mathbf p`
+(:math:`\mathbf J_{\mathbf p} = \mathbf T^T\mathbf J_{\boldsymbol\omega}\mathbf T`),
+and :func:`crb_trace` gives :math:`\mathrm{tr}(\mathbf J^{-1})`.
+
+Everything is differentiable in torch (autograd through ``W`` or ``R_x``) and
+batched over leading dimensions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from isac.tensors import COMPLEX, DTypeError, hermitian
+
+
+@dataclass(frozen=True)
+class FactoredDerivatives:
+    r""":math:`\partial_p\mathbf G = \sum_r` ``left[..., p, r, :]`` ``right[..., p, r, :]``:math:`^H`.
+
+    Shapes: ``left [..., P, R, Nr]``, ``right [..., P, R, Nt]``, complex128.
+    Unused terms are zero vectors.
+    """
+
+    left: torch.Tensor
+    right: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name, t in (("left", self.left), ("right", self.right)):
+            if t.dtype != COMPLEX:
+                raise DTypeError(f"FactoredDerivatives.{name}: expected complex128, got {t.dtype}")
+        if self.left.shape[-3:-1] != self.right.shape[-3:-1]:
+            raise ValueError(
+                f"FactoredDerivatives: left {tuple(self.left.shape)} and right "
+                f"{tuple(self.right.shape)} disagree on (P, R)"
+            )
+
+    @property
+    def num_parameters(self) -> int:
+        return self.left.shape[-3]
+
+    def dense(self) -> torch.Tensor:
+        """``dG [..., P, Nr, Nt]``."""
+        return torch.einsum("...pri,...prj->...pij", self.left, self.right.conj())
+
+
+def _check_transmit(covariance, beams):
+    if (covariance is None) == (beams is None):
+        raise ValueError("give exactly one of covariance (R_x) or beams (W)")
+    x = covariance if covariance is not None else beams
+    if x.dtype != COMPLEX:
+        raise DTypeError(f"transmit {'covariance' if covariance is not None else 'beams'}: expected complex128, got {x.dtype}")
+    return x
+
+
+def fisher_information(
+    derivatives: torch.Tensor | FactoredDerivatives,
+    *,
+    covariance: torch.Tensor | None = None,
+    beams: torch.Tensor | None = None,
+    snapshots: int | float | torch.Tensor,
+    noise_power_w: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""FIM ``[..., P, P]`` (float64) of the linear Gaussian model.
+
+    Args:
+        derivatives: ``dG [..., P, Nr, Nt]`` or :class:`FactoredDerivatives`.
+        covariance: ``R_x [..., Nt, Nt]`` (give this or ``beams``).
+        beams: ``W [..., Nt, S]`` with :math:`\mathbf R_x=\mathbf W\mathbf W^H`.
+        snapshots: L.
+        noise_power_w: :math:`\sigma^2` in watts, scalar or ``[...]``.
+    """
+    x = _check_transmit(covariance, beams)
+    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(
+        noise_power_w, dtype=torch.float64
+    )
+    if isinstance(derivatives, FactoredDerivatives):
+        u, v = derivatives.left, derivatives.right
+        p, r = u.shape[-3], u.shape[-2]
+        uf = u.reshape(*u.shape[:-3], p * r, u.shape[-1])
+        vf = v.reshape(*v.shape[:-3], p * r, v.shape[-1])
+        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        if beams is not None:
+            vw = vf.conj() @ x  # [..., PR, S]: v_i^H W
+            gram_v = vw @ hermitian(vw)  # (i, j) = v_i^H R v_j
+        else:
+            gram_v = vf.conj() @ x @ vf.transpose(-2, -1)
+        # F_(pr),(qs) = Re (v_pr^H R v_qs)(u_qs^H u_pr), summed over r, s.
+        prod = (gram_v * gram_u.transpose(-2, -1)).real
+        fim = prod.reshape(*prod.shape[:-2], p, r, p, r).sum(dim=(-3, -1))
+    else:
+        dg = derivatives
+        if dg.dtype != COMPLEX:
+            raise DTypeError(f"derivatives: expected complex128, got {dg.dtype}")
+        if beams is not None:
+            y = dg @ x.unsqueeze(-3)  # [..., P, Nr, S]
+            yf = y.reshape(*y.shape[:-2], -1)
+            fim = (yf @ hermitian(yf)).real
+        else:
+            y = dg @ x.unsqueeze(-3)  # dG R
+            yf = y.reshape(*y.shape[:-2], -1)
+            gf = dg.reshape(*dg.shape[:-2], -1)
+            fim = (yf @ hermitian(gf)).real
+    fim = 0.5 * (fim + fim.transpose(-2, -1))
+    return scale.reshape(scale.shape + (1, 1)) * fim
+
+
+def _index(idx: Sequence[int] | torch.Tensor, device) -> torch.Tensor:
+    return torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long, device=device)
+
+
+def schur_complement(
+    fim: torch.Tensor, keep: Sequence[int] | torch.Tensor, nuisance: Sequence[int] | torch.Tensor
+) -> torch.Tensor:
+    r"""Equivalent FIM of the ``keep`` parameters: :math:`F_{kk}-F_{kn}F_{nn}^{-1}F_{nk}`.
+
+    This is the information left about the parameters of interest once the
+    nuisance parameters (e.g. unknown complex gains) are estimated jointly.
+    """
+    k = _index(keep, fim.device)
+    n = _index(nuisance, fim.device)
+    fkk = fim.index_select(-2, k).index_select(-1, k)
+    if n.numel() == 0:
+        return fkk
+    fkn = fim.index_select(-2, k).index_select(-1, n)
+    fnn = fim.index_select(-2, n).index_select(-1, n)
+    out = fkk - fkn @ torch.linalg.solve(fnn, fkn.transpose(-2, -1))
+    return 0.5 * (out + out.transpose(-2, -1))
+
+
+def change_of_variables(fim: torch.Tensor, jacobian: torch.Tensor) -> torch.Tensor:
+    r"""FIM of new parameters :math:`\mathbf p`: :math:`\mathbf T^T\mathbf F\mathbf T`.
+
+    Args:
+        fim: ``[..., P, P]`` FIM of the old parameters :math:`\boldsymbol\omega`.
+        jacobian: ``T [..., P, Q]`` with :math:`T_{ij}=\partial\omega_i/\partial p_j`.
+    """
+    out = jacobian.transpose(-2, -1) @ fim @ jacobian
+    return 0.5 * (out + out.transpose(-2, -1))
+
+
+def crb_matrix(fim: torch.Tensor) -> torch.Tensor:
+    """Cramér-Rao bound matrix :math:`\\mathbf F^{-1}` ``[..., P, P]``."""
+    return torch.linalg.inv(fim)
+
+
+def crb_trace(fim: torch.Tensor) -> torch.Tensor:
+    r""":math:`\mathrm{tr}(\mathbf F^{-1})` ``[...]``; +inf where F is singular."""
+    eye = torch.eye(fim.shape[-1], dtype=fim.dtype, device=fim.device)
+    sol, info = torch.linalg.solve_ex(fim, eye.expand_as(fim))
+    tr = sol.diagonal(dim1=-2, dim2=-1).sum(-1)
+    bad = (info != 0) | ~torch.isfinite(tr) | (tr <= 0)
+    return torch.where(bad, torch.full_like(tr, float("inf")), tr)

@@ -1,0 +1,1 @@
+"""Evaluators, one module per problem family (registered in :mod:`isac.metrics.evaluate`)."""

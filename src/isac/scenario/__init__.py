@@ -1,0 +1,1 @@
+"""Geometry, arrays, channels, problem instances and presets."""

@@ -1,0 +1,1 @@
+"""Problem families: instance types, presets and file formats (one module each)."""
