@@ -1,0 +1,201 @@
+"""Command-line interface: ``isac --help``.
+
+Every user error (bad file, bad option, unknown name) ends with one line on
+stderr, ``error: ...``, and exit code 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from isac import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="isac: transmit beamforming for integrated sensing and communication (ISAC).",
+    pretty_exceptions_enable=False,
+)
+
+
+class UserError(Exception):
+    """Raised for anything the user can fix; printed as one line, exit code 2."""
+
+
+def _user_errors():
+    from isac.scenario.io import InstanceError
+    from isac.solvers.base import OptionError
+    from isac.tensors import DTypeError
+
+    return (UserError, InstanceError, OptionError, DTypeError)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _parse_options(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--option {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        if not k.strip():
+            raise UserError(f"--option {item!r}: empty key")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str], seed: Optional[int]):
+    from isac.scenario.problems import get_family, load_instance, make_preset
+
+    get_family(problem)
+    if instance is not None and preset is not None:
+        raise UserError("give either --instance or --preset, not both")
+    if instance is not None:
+        return load_instance(instance, problem)
+    if preset is None:
+        raise UserError("give --instance FILE or --preset NAME (see `isac problems`)")
+    return make_preset(problem, preset, 0 if seed is None else seed)
+
+
+@app.command("problems")
+def problems_cmd(
+    problem: Optional[str] = typer.Argument(None, help="Show one family in detail, with its file format."),
+):
+    """List problem families with their solvers and presets."""
+    from isac.scenario.problems import families, get_family
+    from isac.solvers.registry import default_solver, solvers_for
+
+    if problem is not None:
+        fam = get_family(problem)
+        typer.echo(f"{fam.name}  [paper {fam.paper}]\n  {fam.summary}\n")
+        typer.echo("presets:")
+        for p in fam.presets:
+            typer.echo(f"  {p:<16} {fam.preset_docs.get(p, '')}")
+        typer.echo("solvers:")
+        for n, c in sorted(solvers_for(fam.name).items()):
+            typer.echo(f"  {n:<16} {c.description}")
+        typer.echo("\n" + fam.format_doc.strip())
+        return
+    for fam in families().values():
+        solvers = solvers_for(fam.name)
+        typer.echo(f"{fam.name:<22} paper {fam.paper:<11} {fam.summary}")
+        if solvers:
+            d = default_solver(fam.name)
+            typer.echo(f"{'':<22} solvers: " + ", ".join(n + (" (default)" if n == d else "") for n in sorted(solvers)))
+        typer.echo(f"{'':<22} presets: " + ", ".join(fam.presets))
+
+
+@app.command("instance")
+def instance_cmd(
+    problem: str = typer.Argument(..., help="Problem family, e.g. crlb-sumrate."),
+    preset: str = typer.Option(..., "--preset", help="Preset name (see `isac problems PROBLEM`)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random draw."),
+    out: Path = typer.Option(..., "--out", help="Where to write the instance JSON."),
+):
+    """Write an instance file drawn from a preset."""
+    from isac.scenario.problems import make_preset, save_instance
+
+    if seed < 0:
+        raise UserError("--seed must be >= 0")
+    inst = make_preset(problem, preset, seed)
+    save_instance(out, inst)
+    typer.echo(f"wrote {out}")
+
+
+@app.command("solve")
+def solve_cmd(
+    problem: str = typer.Argument(..., help="Problem family, e.g. crlb-sumrate."),
+    instance: Optional[Path] = typer.Option(None, "--instance", help="Instance JSON file."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Draw the instance from a preset instead."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --preset (default 0)."),
+    solver: Optional[str] = typer.Option(None, "--solver", help="Solver name (default: the family's default)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Solver option key=value (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
+):
+    """Solve one instance; print status and metrics, optionally write the result JSON."""
+    from isac.scenario.io import write_json
+    from isac.solvers.registry import default_solver, get_solver
+
+    if seed is not None and seed < 0:
+        raise UserError("--seed must be >= 0")
+    inst = _load_or_make(problem, instance, preset, seed)
+    name = solver or default_solver(problem)
+    s = get_solver(problem, name, _parse_options(option))
+    result = s.solve(inst)
+    d = result.to_dict()
+    if preset is not None:
+        d["preset"] = preset
+        d["seed"] = 0 if seed is None else seed
+    if out is not None:
+        write_json(out, d)
+    summary = {k: d[k] for k in ("problem", "solver", "status", "message", "metrics", "iterations", "time_s")}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    problem: str = typer.Argument(..., help="Problem family, e.g. crlb-sumrate."),
+    instance: Path = typer.Option(..., "--instance", help="Instance JSON file."),
+    solution: Path = typer.Option(..., "--solution", help="Solution JSON (or a result file from `isac solve`)."),
+):
+    """Print the metrics of a solution on an instance as JSON."""
+    from isac.metrics.evaluate import evaluate, to_python
+    from isac.scenario.problems import load_instance, load_solution
+
+    inst = load_instance(instance, problem)
+    sol = load_solution(solution, inst)
+    typer.echo(json.dumps(to_python(evaluate(inst, sol)), indent=2))
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for results.json and the plot."),
+    trials: int = typer.Option(5, "--trials", help="Instances (seeds) to average over."),
+):
+    """Short end-to-end job: a 003 preset solved by the baselines, metrics and a plot."""
+    from isac.experiments.demo import run_demo
+
+    if trials < 1:
+        raise UserError("--trials must be >= 1")
+    run_demo(out, trials=trials, echo=typer.echo)
+
+
+@app.command("version")
+def version_cmd():
+    """Print the package version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the one place a traceback is turned into one line
+        import click
+
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, _user_errors()):
+            typer.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        typer.echo(f"error: internal error ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                   "please report it with the command you ran", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Experiments: declarative sweeps, runner, result store, plots (grows with issue 3)."""

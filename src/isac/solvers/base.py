@@ -1,0 +1,201 @@
+"""The solver contract.
+
+A solver is a dataclass of typed options with ``solve(instance) -> Result``.
+Class attributes declare its registry name and the problems it supports.
+The Result's metrics and feasibility are computed by :mod:`isac.metrics.evaluate`
+(never by the solver's own bookkeeping), and :func:`finalize` refuses to label
+an infeasible point CONVERGED.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from isac.metrics.evaluate import evaluate, to_python
+from isac.scenario.problems import get_family
+
+
+class Status(str, enum.Enum):
+    """Why a solver stopped."""
+
+    CONVERGED = "CONVERGED"
+    """Stopping rule met at a feasible point (closed-form methods: always, if feasible)."""
+    MAX_ITERATIONS = "MAX_ITERATIONS"
+    """Iteration budget exhausted; the point is feasible but the stopping rule was not met."""
+    INFEASIBLE = "INFEASIBLE"
+    """The problem (or the method's construction) admits no feasible point, or the returned point violates a constraint."""
+    NUMERICAL_ERROR = "NUMERICAL_ERROR"
+    """NaN/Inf, a failed factorisation or an inner solver error."""
+
+
+@dataclass
+class Result:
+    """Outcome of one ``solve``.
+
+    Attributes:
+        problem, solver: names as registered.
+        status, message: :class:`Status` and a one-line human explanation.
+        solution: tensors of the solution (e.g. ``{"W": [Nt, K+Ns]}``; association/selection
+            where the problem has them).
+        metrics: from :func:`isac.metrics.evaluate.evaluate`; always has ``feasible``.
+        trace: one dict per iteration (e.g. objective), possibly empty.
+        iterations: number of iterations run.
+        time_s: wall time of the solve (excluding one-time model loading).
+        timings: finer wall-time breakdown in seconds.
+        options: the solver options used.
+        seed: the seed the solver used for its own randomness (None if it has none).
+    """
+
+    problem: str
+    solver: str
+    status: Status
+    message: str
+    solution: dict[str, torch.Tensor]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    trace: list[dict[str, float]] = field(default_factory=list)
+    iterations: int = 0
+    time_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return bool(self.metrics.get("feasible", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the solution in the family's file format plus everything else."""
+        fam = get_family(self.problem)
+        out: dict[str, Any] = {"problem": self.problem, "solver": self.solver}
+        out.update(fam.encode_solution(self.solution) if self.solution else {})
+        out.update(
+            {
+                "status": self.status.value,
+                "message": self.message,
+                "metrics": to_python(self.metrics),
+                "iterations": int(self.iterations),
+                "time_s": float(self.time_s),
+                "timings": {k: float(v) for k, v in self.timings.items()},
+                "trace": to_python(self.trace),
+                "options": to_python(self.options),
+                "seed": self.seed,
+            }
+        )
+        return out
+
+
+class OptionError(ValueError):
+    """A solver option that does not exist or does not parse; one-line message."""
+
+
+class Solver:
+    """Base class for solver dataclasses.
+
+    Subclasses are ``@dataclass`` with typed option fields and define
+    ``name``, ``problems`` and ``_solve(instance) -> (status, message, solution, trace, iterations)``.
+    """
+
+    name: ClassVar[str] = ""
+    problems: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    def _solve(self, instance) -> tuple[Status, str, dict[str, torch.Tensor], list[dict[str, float]], int]:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def solve(self, instance) -> Result:
+        if instance.problem not in self.problems:
+            raise OptionError(f"solver {self.name!r} does not solve {instance.problem!r} (it solves: {', '.join(self.problems)})")
+        t0 = time.perf_counter()
+        try:
+            status, message, solution, trace, iterations = self._solve(instance)
+        except (torch.linalg.LinAlgError, FloatingPointError) as e:
+            status, message, solution, trace, iterations = Status.NUMERICAL_ERROR, f"{type(e).__name__}: {e}".splitlines()[0], {}, [], 0
+        elapsed = time.perf_counter() - t0
+        return finalize(
+            Result(
+                problem=instance.problem,
+                solver=self.name,
+                status=status,
+                message=message,
+                solution=solution,
+                trace=trace,
+                iterations=iterations,
+                time_s=elapsed,
+                timings={"solve_s": elapsed},
+                options=self.options(),
+                seed=getattr(self, "seed", None),
+            ),
+            instance,
+        )
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Solver:
+        """Build from ``{"name": value}``; string values (from the CLI) are parsed by field type."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for key, value in options.items():
+            if key not in fields:
+                raise OptionError(
+                    f"solver {cls.name!r} has no option {key!r} (options: {', '.join(sorted(fields)) or 'none'})"
+                )
+            kwargs[key] = _parse_option(cls.name, key, value, hints[key])
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise OptionError(f"solver {cls.name!r}: {e}") from None
+
+
+def _parse_option(solver: str, key: str, value: Any, hint: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    target = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else hint
+    try:
+        if target is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if target is int:
+            return int(value)
+        if target is float:
+            return float(value)
+        if typing.get_origin(target) is typing.Literal:
+            allowed = typing.get_args(target)
+            if value not in allowed:
+                raise ValueError(value)
+            return value
+        return target(value) if callable(target) else value
+    except (TypeError, ValueError):
+        raise OptionError(f"solver {solver!r}: option {key}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
+
+
+def finalize(result: Result, instance) -> Result:
+    """Attach metrics from the metrics package and enforce the status rules.
+
+    A point the metrics package finds infeasible is never CONVERGED or
+    MAX_ITERATIONS: it becomes INFEASIBLE with the reason appended.
+    """
+    if result.solution:
+        result.metrics = evaluate(instance, result.solution)
+    else:
+        result.metrics = {"feasible": False}
+    if result.status in (Status.CONVERGED, Status.MAX_ITERATIONS) and not result.metrics.get("feasible", False):
+        why = result.metrics.get("error") or "the metrics package found a constraint violated"
+        result.message = f"{result.message}; returned point is infeasible: {why}".lstrip("; ")
+        result.status = Status.INFEASIBLE
+    return result
