@@ -182,11 +182,9 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - the one place a traceback is turned into one line
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, typer.Abort):
             sys.exit(130)
-        if isinstance(e, click.exceptions.ClickException):
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # usage errors of the CLI framework
             e.show()
             sys.exit(2)
         if isinstance(e, _user_errors()):

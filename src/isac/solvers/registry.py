@@ -8,7 +8,9 @@ from typing import Any
 
 from isac.solvers.base import OptionError, Solver
 
-_SOLVERS: dict[str, type[Solver]] = {}
+# (problem, name) -> class: the same name (e.g. "zf") may mean different
+# constructions for different problem families.
+_SOLVERS: dict[tuple[str, str], type[Solver]] = {}
 
 _SOLVER_MODULES = (
     "isac.solvers.baselines",
@@ -16,9 +18,13 @@ _SOLVER_MODULES = (
 
 
 def register_solver(cls: type[Solver]) -> type[Solver]:
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    _SOLVERS[cls.name] = cls
+    if not cls.name or not cls.problems:
+        raise ValueError(f"{cls.__name__} has no name or no problems")
+    for problem in cls.problems:
+        key = (problem, cls.name)
+        if key in _SOLVERS and _SOLVERS[key] is not cls:
+            raise ValueError(f"solver {cls.name!r} for {problem} registered twice")
+        _SOLVERS[key] = cls
     return cls
 
 
@@ -27,14 +33,15 @@ def _load() -> None:
         importlib.import_module(m)
 
 
-def all_solvers() -> dict[str, type[Solver]]:
+def all_solvers() -> dict[tuple[str, str], type[Solver]]:
+    """Every registered solver, keyed by ``(problem, name)``."""
     _load()
     return dict(_SOLVERS)
 
 
 def solvers_for(problem: str) -> dict[str, type[Solver]]:
     """Solvers registered for ``problem``, by name."""
-    return {n: c for n, c in all_solvers().items() if problem in c.problems}
+    return {n: c for (p, n), c in all_solvers().items() if p == problem}
 
 
 def get_solver(problem: str, name: str, options: Mapping[str, Any] | None = None) -> Solver:

@@ -1,0 +1,114 @@
+"""The command line: every command end to end, and one-line errors for bad input."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from isac import cli
+
+
+def run(args, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["isac", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_problems_lists_every_family(capsys, monkeypatch):
+    code, out, _ = run(["problems"], capsys, monkeypatch)
+    assert code == 0
+    assert "crlb-sumrate" in out and "mrt" in out
+    code, out, _ = run(["problems", "crlb-sumrate"], capsys, monkeypatch)
+    assert code == 0 and "File format" in out and "fang" in out
+
+
+def test_instance_solve_evaluate_round_trip(tmp_path, capsys, monkeypatch):
+    inst = tmp_path / "inst.json"
+    res = tmp_path / "res.json"
+    assert run(["instance", "crlb-sumrate", "--preset", "small", "--seed", "3", "--out", inst], capsys, monkeypatch)[0] == 0
+    code, out, _ = run(["solve", "crlb-sumrate", "--instance", inst, "--solver", "zf",
+                        "--option", "comm_power_fraction=0.7", "--out", res], capsys, monkeypatch)
+    assert code == 0
+    result = json.loads(res.read_text())
+    assert result["status"] == "CONVERGED" and "W" in result and result["options"]["comm_power_fraction"] == 0.7
+    code, out, _ = run(["evaluate", "crlb-sumrate", "--instance", inst, "--solution", res], capsys, monkeypatch)
+    assert code == 0
+    metrics = json.loads(out)
+    for key in ("sum_rate_nats", "crlb_trace", "objective", "power_w", "feasible"):
+        assert key in metrics
+    assert metrics == result["metrics"]
+    # A solution file with only W gives the same numbers.
+    only_w = tmp_path / "w.json"
+    only_w.write_text(json.dumps({"W": result["W"]}))
+    code, out2, _ = run(["evaluate", "crlb-sumrate", "--instance", inst, "--solution", only_w], capsys, monkeypatch)
+    assert code == 0 and json.loads(out2) == metrics
+
+
+def test_solve_from_preset_is_deterministic(tmp_path, capsys, monkeypatch):
+    outs = []
+    for name in ("a.json", "b.json"):
+        run(["solve", "crlb-sumrate", "--preset", "fang", "--seed", "5", "--solver", "mrt", "--out", tmp_path / name],
+            capsys, monkeypatch)
+        outs.append(json.loads((tmp_path / name).read_text()))
+    assert outs[0]["W"] == outs[1]["W"] and outs[0]["metrics"] == outs[1]["metrics"]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["solve", "nope", "--preset", "x"], "nope"),
+        (["solve", "crlb-sumrate", "--preset", "nope"], "nope"),
+        (["solve", "crlb-sumrate", "--preset", "small", "--solver", "nope"], "nope"),
+        (["solve", "crlb-sumrate", "--preset", "small", "--solver", "mrt", "--option", "bogus=1"], "bogus"),
+        (["solve", "crlb-sumrate", "--preset", "small", "--solver", "mrt", "--option", "comm_power_fraction=abc"],
+         "comm_power_fraction"),
+        (["solve", "crlb-sumrate", "--preset", "small", "--solver", "mrt", "--option", "comm_power_fraction=2"],
+         "comm_power_fraction"),
+        (["solve", "crlb-sumrate", "--instance", "/does/not/exist.json"], "exist"),
+        (["solve", "crlb-sumrate", "--preset", "small", "--seed", "-1"], "seed"),
+    ],
+)
+def test_user_errors_are_one_line(args, needle, capsys, monkeypatch):
+    code, _, err = run(args, capsys, monkeypatch)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+
+
+def test_malformed_files_are_one_line(tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = run(["evaluate", "crlb-sumrate", "--instance", bad, "--solution", bad], capsys, monkeypatch)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    inst = tmp_path / "i.json"
+    run(["instance", "crlb-sumrate", "--preset", "small", "--out", inst], capsys, monkeypatch)
+    sol = tmp_path / "s.json"
+    sol.write_text(json.dumps({"W": {"re": [[1.0, 0.0]], "im": [[0.0, 0.0]]}}))
+    code, _, err = run(["evaluate", "crlb-sumrate", "--instance", inst, "--solution", sol], capsys, monkeypatch)
+    assert code == 2 and "W" in err and len(err.strip().splitlines()) == 1
+    sol.write_text(json.dumps({"W": {"re": np.full((4, 4), np.nan).tolist(), "im": np.zeros((4, 4)).tolist()}}))
+    code, _, err = run(["evaluate", "crlb-sumrate", "--instance", inst, "--solution", sol], capsys, monkeypatch)
+    assert code == 2 and "W" in err
+
+
+def test_console_script_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "isac.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("problems", "instance", "solve", "evaluate", "demo"):
+        assert cmd in out
+
+
+def test_demo_writes_results_and_plot(tmp_path, capsys, monkeypatch):
+    code, out, _ = run(["demo", "--out", tmp_path / "d", "--trials", "2"], capsys, monkeypatch)
+    assert code == 0
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert (tmp_path / "d" / "tradeoff.png").stat().st_size > 1000
+    assert len(results["rows"]) > 0
+    assert all(math.isfinite(r["sum_rate_nats"]) and r["feasible"] for r in results["rows"])
