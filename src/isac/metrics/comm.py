@@ -38,8 +38,10 @@ def _gains(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def _noise(noise_power_w, like: torch.Tensor) -> torch.Tensor:
+    """Noise as ``[...]`` (one value per batch entry, matching ``like.shape[:-1]``) -> ``[..., 1]``;
+    a scalar or a ``[..., K]`` tensor broadcasts as is."""
     n = torch.as_tensor(noise_power_w, dtype=torch.float64, device=like.device)
-    if n.ndim == like.ndim - 1:  # [...] -> [..., 1]
+    if n.ndim >= 1 and n.ndim == like.ndim - 1 and tuple(n.shape) == tuple(like.shape[:-1]):
         n = n.unsqueeze(-1)
     return n
 

@@ -29,6 +29,8 @@ _EVALUATORS: dict[str, Evaluator] = {}
 
 _EVALUATOR_MODULES = (
     "isac.metrics.problems.crlb_sumrate",
+    "isac.metrics.problems.beampattern_sinr",
+    "isac.metrics.problems.multibs_association",
 )
 
 

@@ -8,6 +8,7 @@ and calls :func:`register_family` on import. Solvers register separately in
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ _FAMILIES: dict[str, ProblemFamily] = {}
 # Modules that define families; imported on first use to keep start-up light.
 _FAMILY_MODULES = (
     "isac.scenario.instances.crlb_sumrate",
+    "isac.scenario.instances.beampattern_sinr",
+    "isac.scenario.instances.multibs_association",
 )
 
 
@@ -86,11 +89,42 @@ def get_family(name: str) -> ProblemFamily:
     return fams[name]
 
 
-def make_preset(problem: str, preset: str, seed: int):
+def preset_parameters(problem: str, preset: str) -> dict[str, Any]:
+    """Keyword parameters a preset accepts (name -> default), e.g. ``{"p_max_dbm": 10.0, ...}``."""
     fam = get_family(problem)
     if preset not in fam.presets:
         raise InstanceError(f"unknown preset {preset!r} for {problem} (known: {', '.join(sorted(fam.presets))})")
-    return fam.presets[preset](seed)
+    sig = inspect.signature(fam.presets[preset])
+    return {
+        n: (None if p.default is inspect.Parameter.empty else p.default)
+        for n, p in sig.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def make_preset(problem: str, preset: str, seed: int, **overrides: Any):
+    """Draw an instance of ``problem`` from ``preset`` with ``seed``.
+
+    ``overrides`` are the preset's keyword parameters (see :func:`preset_parameters`),
+    e.g. ``make_preset("crlb-sumrate", "fang", 0, p_max_dbm=20.0)``.
+    """
+    fam = get_family(problem)
+    accepted = preset_parameters(problem, preset)
+    open_ended = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(fam.presets[preset]).parameters.values()
+    )
+    for key in overrides:
+        if key not in accepted and not open_ended:
+            raise InstanceError(
+                f"preset {preset!r} of {problem} has no parameter {key!r} "
+                f"(parameters: {', '.join(sorted(accepted)) or 'none'})"
+            )
+    try:
+        return fam.presets[preset](seed, **overrides)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, InstanceError):
+            raise
+        raise InstanceError(f"preset {preset!r} of {problem}: {str(e).splitlines()[0]}") from None
 
 
 def instance_from_dict(obj: Mapping[str, Any], problem: str | None = None):

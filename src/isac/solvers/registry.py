@@ -14,6 +14,7 @@ _SOLVERS: dict[tuple[str, str], type[Solver]] = {}
 
 _SOLVER_MODULES = (
     "isac.solvers.baselines",
+    "isac.solvers.beampattern_baselines",
 )
 
 

@@ -250,14 +250,36 @@ def fang_preset(
     )
 
 
-def fang_text_preset(seed: int) -> CrlbSumrateInstance:
-    """003's setting as its Sec. V text states it: L = 64, angles ~ U(-2pi/3, 2pi/3), nu ~ U(0, 1)."""
-    return fang_preset(seed, snapshots=64, angle_range_rad=2 * math.pi / 3, rcs_spread="uniform")
+def fang_text_preset(
+    seed: int, *, snapshots: int = 64, angle_range_rad: float = 2 * math.pi / 3, rcs_spread: str = "uniform", **kwargs
+) -> CrlbSumrateInstance:
+    """003's setting as its Sec. V text states it: L = 64, angles ~ U(-2pi/3, 2pi/3), nu ~ U(0, 1).
+
+    Other keyword parameters are those of :func:`fang_preset`.
+    """
+    return fang_preset(seed, snapshots=snapshots, angle_range_rad=angle_range_rad, rcs_spread=rcs_spread, **kwargs)
 
 
-def small_preset(seed: int) -> CrlbSumrateInstance:
+def small_preset(
+    seed: int,
+    *,
+    tx_shape: tuple[int, int] = (2, 2),
+    rx_shape: tuple[int, int] = (2, 2),
+    num_users: int = 2,
+    num_targets: int = 1,
+    num_sensing_streams: int = 2,
+    snapshots: int = 30,
+    delta_c: float = 0.25,
+    delta_s: float = 1.0,
+    p_max_dbm: float = 10.0,
+    noise_dbm: float = 0.0,
+) -> CrlbSumrateInstance:
     """A tiny instance for tests and demos: 2x2 transmit, 2x2 receive, K = 2, M = 1, N_s = 2."""
-    return fang_preset(seed, tx_shape=(2, 2), rx_shape=(2, 2), num_users=2, num_targets=1, num_sensing_streams=2)
+    return fang_preset(
+        seed, tx_shape=tx_shape, rx_shape=rx_shape, num_users=num_users, num_targets=num_targets,
+        num_sensing_streams=num_sensing_streams, snapshots=snapshots, delta_c=delta_c, delta_s=delta_s,
+        p_max_dbm=p_max_dbm, noise_dbm=noise_dbm,
+    )
 
 
 FAMILY = register_family(
