@@ -31,6 +31,8 @@ _EVALUATOR_MODULES = (
     "isac.metrics.problems.crlb_sumrate",
     "isac.metrics.problems.beampattern_sinr",
     "isac.metrics.problems.multibs_association",
+    "isac.metrics.problems.bs_selection",
+    "isac.metrics.problems.coop_localization",
 )
 
 

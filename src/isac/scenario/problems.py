@@ -63,6 +63,8 @@ _FAMILY_MODULES = (
     "isac.scenario.instances.crlb_sumrate",
     "isac.scenario.instances.beampattern_sinr",
     "isac.scenario.instances.multibs_association",
+    "isac.scenario.instances.bs_selection",
+    "isac.scenario.instances.coop_localization",
 )
 
 
