@@ -28,11 +28,13 @@ class UserError(Exception):
 
 
 def _user_errors():
+    from isac.experiments.spec import SpecError
+    from isac.experiments.store import StoreError
     from isac.scenario.io import InstanceError
     from isac.solvers.base import OptionError
     from isac.tensors import DTypeError
 
-    return (UserError, InstanceError, OptionError, DTypeError)
+    return (UserError, InstanceError, OptionError, DTypeError, SpecError, StoreError)
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -166,6 +168,162 @@ def demo_cmd(
     if trials < 1:
         raise UserError("--trials must be >= 1")
     run_demo(out, trials=trials, echo=typer.echo)
+
+
+def _progress_bar(enabled: bool):
+    """A rich progress bar as a ``progress(done, total)`` callback factory, or None."""
+    if not enabled:
+        return None, None
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text("-- rows/s" if speed is None else f"{speed:.2f} rows/s")
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
+
+    def factory(name: str):
+        task = bar.add_task(name, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+        return update
+    return bar, factory
+
+
+@app.command("sweep")
+def sweep_cmd(
+    spec_file: Path = typer.Argument(..., help="Sweep spec (TOML); see examples/sweeps/smoke.toml."),
+    store: Optional[Path] = typer.Option(None, "--store", help="SQLite result store (default: SPEC with .db)."),
+    workers: int = typer.Option(0, "--workers", help="Local worker processes (default: number of CPUs, at most 8)."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run on an existing Dask scheduler at ADDRESS."),
+    dask_local: Optional[int] = typer.Option(None, "--dask-local", help="Start a Dask LocalCluster of N workers."),
+    new: bool = typer.Option(False, "--new", help="Start over if the store was made by a different spec."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Run a sweep; resumes where a previous run of the same spec stopped."""
+    import os
+
+    from isac.experiments.runner import run_sweep
+    from isac.experiments.spec import load_spec
+
+    spec, text = load_spec(spec_file)
+    if dask is not None and dask_local is not None:
+        raise UserError("give either --dask or --dask-local, not both")
+    if dask_local is not None and dask_local < 1:
+        raise UserError("--dask-local must be >= 1")
+    if workers < 0:
+        raise UserError("--workers must be >= 0")
+    n = workers or min(8, os.cpu_count() or 1)
+    path = store or spec_file.with_suffix(".db")
+    bar, factory = _progress_bar(progress)
+    try:
+        if bar is not None:
+            bar.start()
+        summary = run_sweep(spec, text, path, workers=n, dask_address=dask, dask_local=dask_local, new=new,
+                            progress=factory(spec.name) if factory else None)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()
+        typer.echo(f"interrupted; finished rows are saved in {path}; run the same command to continue", err=True)
+        raise typer.Exit(130)
+    except RuntimeError as e:
+        raise UserError(str(e)) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    typer.echo(summary.line())
+
+
+def _open_store(store: Path):
+    from isac.experiments.store import ResultStore
+
+    return ResultStore.open_existing(store)
+
+
+@app.command("results")
+def results_cmd(
+    store: Path = typer.Argument(..., help="Result store written by `isac sweep`."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of standard output."),
+):
+    """Export a store's rows as tidy CSV or JSON (one row per point, trial and solver)."""
+    from isac.experiments.analysis import export
+
+    if fmt not in ("csv", "json"):
+        raise UserError(f"--format must be csv or json, got {fmt!r}")
+    st, spec = _open_store(store)
+    with st:
+        text = export(st.rows(), spec, fmt)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote {out}")
+
+
+@app.command("plot")
+def plot_cmd(
+    store: Path = typer.Argument(..., help="Result store written by `isac sweep`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the PNG/PDF files (default: STORE without .db)."),
+):
+    """Draw the spec's plots (mean and 95 % interval over trials) as PNG and PDF."""
+    from isac.experiments.analysis import plot_store
+
+    st, spec = _open_store(store)
+    with st:
+        rows = st.rows()
+    if not spec.plots:
+        raise UserError(f"the spec in {store} declares no [[plots]]")
+    files = plot_store(rows, spec, out or store.with_suffix(""))
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command("report")
+def report_cmd(
+    store: Path = typer.Argument(..., help="Result store written by `isac sweep`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.md and plots (default: STORE without .db)."),
+):
+    """Write a markdown report with tables, plots, failures and the manifest."""
+    from isac.experiments.analysis import report
+
+    st, spec = _open_store(store)
+    with st:
+        path = report(st.rows(), spec, st.manifest(), out or store.with_suffix(""))
+    typer.echo(f"wrote {path}")
+
+
+@app.command("reproduce")
+def reproduce_cmd(
+    paper: str = typer.Argument(..., help="Paper key: fang, zhao, li, xu or lian (as their systems land)."),
+    quick: bool = typer.Option(False, "--quick", help="Reduced trials/points: minutes on 2 cores."),
+    full: bool = typer.Option(False, "--full", help="The paper's Monte-Carlo counts (default)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: reproduce-PAPER)."),
+    workers: int = typer.Option(0, "--workers", help="Local worker processes (default: number of CPUs, at most 8)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Regenerate a paper's tables and figures from its bundled sweep specs."""
+    import os
+
+    from isac.experiments.reproduce import reproduce
+
+    if quick and full:
+        raise UserError("give --quick or --full, not both")
+    n = workers or min(8, os.cpu_count() or 1)
+    bar, factory = _progress_bar(progress)
+    try:
+        if bar is not None:
+            bar.start()
+        reproduce(paper, "quick" if quick else "full", out or Path(f"reproduce-{paper}"), workers=n,
+                  progress_factory=factory, echo=typer.echo)
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 @app.command("version")

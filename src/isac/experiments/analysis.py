@@ -1,0 +1,225 @@
+"""Tables, plots and markdown reports from a result store.
+
+Aggregation: for each plot, rows are filtered by the plot's ``where`` (and by
+feasibility when ``include = "feasible"``), rows whose metric is not a finite
+number (failed trials) are left out and counted, and each (solver, x) cell gets
+the mean over trials with a two-sided 95 % Student-t interval
+(:math:`\\bar y \\pm t_{0.975,n-1}\\, s/\\sqrt n`; no interval when n = 1).
+When an axis other than ``x`` is not pinned by ``where``, each of its values
+gets its own line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from isac.experiments.runner import FAILED_STATUSES
+from isac.experiments.spec import Plot, SweepSpec
+from isac.experiments.store import tidy_rows
+
+
+@dataclass
+class Cell:
+    """One (series, x) aggregate."""
+
+    series: str
+    x: Any
+    mean: float
+    low: float
+    high: float
+    n: int
+    dropped: int
+
+
+def _value(row: Mapping[str, Any], y: str) -> float | None:
+    v = row[y] if y in ("time_s", "iterations") else row["metrics"].get(y)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and the 95 % Student-t interval."""
+    from scipy.stats import t as student_t
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, mean, mean
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    half = float(student_t.ppf(0.975, n - 1)) * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> list[Cell]:
+    others = [a.name for a in spec.axes if a.name != plot.x and a.name not in plot.where]
+    groups: dict[tuple[str, Any], list[float]] = defaultdict(list)
+    dropped: dict[tuple[str, Any], int] = defaultdict(int)
+    order = {s: i for i, s in enumerate(spec.solver_keys())}
+    for r in rows:
+        params = r["params"]
+        if any(params.get(k) != v for k, v in plot.where.items()):
+            continue
+        series = r["solver"] + "".join(f", {k}={params.get(k)}" for k in others)
+        key = (series, params.get(plot.x))
+        v = _value(r, plot.y)
+        if v is None or (plot.include == "feasible" and not r["metrics"].get("feasible", False)):
+            dropped[key] += 1
+            continue
+        groups[key].append(v)
+    keys = sorted(set(groups) | set(dropped),
+                  key=lambda k: (order.get(k[0].split(",")[0], 99), k[0], _sort_x(k[1])))
+    cells = []
+    for k in keys:
+        vals = groups.get(k, [])
+        if vals:
+            m, lo, hi = mean_ci(vals)
+        else:
+            m = lo = hi = math.nan
+        cells.append(Cell(k[0], k[1], m, lo, hi, len(vals), dropped.get(k, 0)))
+    return cells
+
+
+def _sort_x(x: Any) -> tuple:
+    return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
+
+
+def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
+    """Draw one plot as PNG and PDF; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis = next(a for a in spec.axes if a.name == plot.x)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    series = list(dict.fromkeys(c.series for c in cells))
+    numeric = all(isinstance(c.x, (int, float)) and not isinstance(c.x, bool) for c in cells)
+    categories = list(dict.fromkeys(c.x for c in cells))
+    for name in series:
+        pts = [c for c in cells if c.series == name and c.n > 0]
+        if not pts:
+            continue
+        xs = [c.x if numeric else categories.index(c.x) for c in pts]
+        ys = [c.mean for c in pts]
+        line, = ax.plot(xs, ys, marker="o", ms=4, label=name)
+        if any(c.n > 1 for c in pts):
+            ax.fill_between(xs, [c.low for c in pts], [c.high for c in pts], color=line.get_color(), alpha=0.2,
+                            linewidth=0)
+    if not numeric:
+        ax.set_xticks(range(len(categories)), [str(c) for c in categories])
+    if plot.xlog:
+        ax.set_xscale("log")
+    if plot.ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(plot.xlabel or axis.label or plot.x)
+    ax.set_ylabel(plot.ylabel or plot.y)
+    ax.set_title(plot.title or f"{spec.name}: {plot.y} vs {plot.x}", fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
+    for f in files:
+        fig.savefig(f, dpi=150)
+    plt.close(fig)
+    return files
+
+
+def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    files: list[Path] = []
+    for plot in spec.plots:
+        files += draw(aggregate(rows, spec, plot), spec, plot, out)
+    return files
+
+
+def export(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, fmt: str) -> str:
+    """Tidy rows as CSV or JSON text."""
+    tidy = tidy_rows(rows, spec)
+    if fmt == "json":
+        return json.dumps(tidy, indent=1, default=str, allow_nan=True)
+    if fmt != "csv":
+        raise ValueError(f"--format must be csv or json, got {fmt!r}")
+    buf = io.StringIO()
+    cols = list(tidy[0]) if tidy else ["point", "trial", "seed", "solver", "status"]
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for rec in tidy:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in rec.items()})
+    return buf.getvalue()
+
+
+def _fmt(v: float) -> str:
+    if not math.isfinite(v):
+        return "–"
+    return f"{v:.4g}"
+
+
+def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping[str, str], out_dir: str | Path,
+           extra: str = "") -> Path:
+    """Write ``report.md`` (tables per plot, failure list, manifest) and the plots beside it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {spec.name}", ""]
+    if spec.description:
+        lines += [spec.description, ""]
+    total = len(spec.points()) * spec.trials * len(spec.solvers)
+    failed = [r for r in rows if r["status"] in FAILED_STATUSES]
+    lines += [
+        f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point, "
+        f"{len(spec.points())} points, solvers: {', '.join(spec.solver_keys())}.",
+        f"Rows stored: {len(rows)} of {total}; failed (ERROR, INFEASIBLE, NUMERICAL_ERROR): {len(failed)}.",
+        "",
+    ]
+    if spec.notes:
+        lines += [spec.notes.strip(), ""]
+    if extra:
+        lines += [extra.strip(), ""]
+    for plot in spec.plots:
+        cells = aggregate(rows, spec, plot)
+        draw(cells, spec, plot, out)
+        lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
+                  f"Mean of `{plot.y}` with 95 % interval over trials"
+                  + (f", where {', '.join(f'{k} = {v}' for k, v in plot.where.items())}" if plot.where else "")
+                  + (", feasible trials only" if plot.include == "feasible" else "") + ".", ""]
+        xs = list(dict.fromkeys(c.x for c in sorted(cells, key=lambda c: _sort_x(c.x))))
+        series = list(dict.fromkeys(c.series for c in cells))
+        lines.append(f"| {plot.x} | " + " | ".join(series) + " |")
+        lines.append("|---|" + "---|" * len(series))
+        for x in xs:
+            row = []
+            for s in series:
+                c = next((c for c in cells if c.series == s and c.x == x), None)
+                if c is None or c.n == 0:
+                    row.append("–")
+                else:
+                    txt = _fmt(c.mean) + (f" [{_fmt(c.low)}, {_fmt(c.high)}]" if c.n > 1 else "")
+                    row.append(txt + (f" ({c.dropped} dropped)" if c.dropped else ""))
+            lines.append(f"| {x} | " + " | ".join(row) + " |")
+        lines.append("")
+    if failed:
+        lines += ["## Failed trials", "", "| point | trial | solver | status | message |", "|---|---|---|---|---|"]
+        for r in failed[:50]:
+            lines.append(f"| {r['params']} | {r['trial']} | {r['solver']} | {r['status']} | "
+                         f"{str(r['message']).replace('|', '/')} |")
+        if len(failed) > 50:
+            lines.append(f"| ... {len(failed) - 50} more | | | | |")
+        lines.append("")
+    lines += ["## Manifest", ""]
+    for k in ("spec_name", "spec_hash", "seed", "isac_version", "git_hash", "created", "libraries"):
+        if manifest.get(k):
+            lines.append(f"- {k}: `{manifest[k]}`")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

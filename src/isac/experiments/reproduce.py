@@ -1,0 +1,109 @@
+"""``isac reproduce PAPER``: run a paper's bundled sweep specs and write CSV, plots and a report.
+
+A paper registers the spec files that regenerate its tables and figures
+(``src/isac/experiments/specs/<paper>/*.toml``) once its system has landed. Each
+spec's optional ``[quick]`` table shrinks it for ``--quick`` (minutes on 2
+cores); ``--full`` runs it as written (the paper's Monte-Carlo counts).
+
+Output folder layout: ``<out>/<spec name>.db`` (the store; rerunning resumes),
+``<out>/<spec name>/`` (report.md, PNG/PDF plots, results.csv) and
+``<out>/README.md`` linking the reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from isac.experiments.analysis import export, report
+from isac.experiments.runner import SweepSummary, run_sweep
+from isac.experiments.spec import SpecError, SweepSpec, parse_spec
+from isac.experiments.store import ResultStore
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper whose figures ``isac reproduce`` regenerates."""
+
+    key: str
+    title: str
+    specs: tuple[str, ...]
+    """Spec file names under ``specs/<key>/`` (package data), in run order."""
+    notes: str = ""
+    spec_dir: Path | None = field(default=None)
+    """Folder holding the specs; default: the package's ``specs/<key>``."""
+
+
+_PAPERS: dict[str, Paper] = {}
+
+
+def register_paper(paper: Paper) -> Paper:
+    _PAPERS[paper.key] = paper
+    return paper
+
+
+def papers() -> dict[str, Paper]:
+    return dict(_PAPERS)
+
+
+def _spec_text(paper: Paper, name: str) -> str:
+    if paper.spec_dir is not None:
+        path = paper.spec_dir / name
+        if not path.is_file():
+            raise SpecError(f"paper {paper.key}: bundled spec {name!r} is missing")
+        return path.read_text()
+    res = resources.files("isac.experiments").joinpath("specs", paper.key, name)
+    if not res.is_file():
+        raise SpecError(f"paper {paper.key}: bundled spec {name!r} is missing")
+    return res.read_text()
+
+
+def paper_specs(key: str, mode: str) -> list[tuple[SweepSpec, str]]:
+    if key not in _PAPERS:
+        known = ", ".join(sorted(_PAPERS)) or "none yet (papers are registered as their systems land)"
+        raise SpecError(f"no reproduction registered for paper {key!r} (registered: {known})")
+    paper = _PAPERS[key]
+    out = []
+    for name in paper.specs:
+        text = _spec_text(paper, name)
+        spec = parse_spec(text, f"{key}/{name}").with_mode(mode)
+        out.append((spec, text + f"\n# isac reproduce mode: {mode}\n"))
+    return out
+
+
+def reproduce(
+    key: str,
+    mode: str,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    progress_factory: Callable[[str], Callable[[int, int], None] | None] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[SweepSummary]:
+    """Run every spec of paper ``key`` in ``mode`` ("quick" or "full") into ``out_dir``."""
+    if mode not in ("quick", "full"):
+        raise SpecError(f"mode must be quick or full, got {mode!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    index = [f"# Reproduction of {_PAPERS[key].title if key in _PAPERS else key} ({mode})", ""]
+    for spec, text in paper_specs(key, mode):
+        store_path = out / f"{spec.name}.db"
+        prog = progress_factory(spec.name) if progress_factory else None
+        summary = run_sweep(spec, text, store_path, workers=workers, progress=prog)
+        echo(summary.line())
+        summaries.append(summary)
+        folder = out / spec.name
+        with ResultStore(store_path, ResultStore._connect(store_path)) as store:
+            rows = store.rows()
+            manifest = store.manifest()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.csv").write_text(export(rows, spec, "csv"))
+        report(rows, spec, manifest, folder)
+        index.append(f"- [{spec.name}]({spec.name}/report.md): {spec.description}")
+    if _PAPERS[key].notes:
+        index += ["", _PAPERS[key].notes]
+    (out / "README.md").write_text("\n".join(index) + "\n")
+    return summaries

@@ -1,0 +1,275 @@
+"""Sweep specifications: a TOML file, validated on load.
+
+A spec names a problem family and preset, the preset parameters to hold fixed
+and the axes to sweep (a grid: the Cartesian product of the axes' values, first
+axis slowest), the Monte-Carlo trials per point, the solvers to compare (each
+with options and a unique label), the metrics to record and the plots to draw::
+
+    name = "smoke"
+    description = "one line"
+    notes = "markdown for the report, e.g. the paper's published numbers"
+    problem = "crlb-sumrate"
+    preset = "small"
+    seed = 2026                 # root of every trial seed
+    trials = 4
+    metrics = ["sum_rate_nats", "crlb_trace"]
+
+    [fixed]                     # preset keyword parameters held constant
+    num_users = 2
+
+    [[axes]]                    # preset keyword parameters swept
+    name = "p_max_dbm"
+    values = [0, 10, 20]
+    label = "transmit power [dBm]"
+
+    [[solvers]]
+    name = "zf"
+    label = "ZF 50%"            # optional; defaults to name; must be unique
+    options = { comm_power_fraction = 0.5 }
+
+    [[plots]]
+    name = "rate_vs_power"
+    x = "p_max_dbm"
+    y = "sum_rate_nats"
+    ylog = false
+    where = { }                 # pin other axes to one value, e.g. { num_users = 4 }
+
+    [quick]                     # optional overrides for `isac reproduce --quick`
+    trials = 2
+    axes = { p_max_dbm = [0, 20] }
+
+Every problem is reported as one line that names the offending key, e.g.
+``spec smoke.toml: solvers[1].options.comm_power_fraction: ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+Scalar = float | int | str | bool | list[int] | list[float]
+
+
+class SpecError(ValueError):
+    """A sweep spec that does not load or does not validate; one-line message naming the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Axis(_Model):
+    """One swept preset parameter."""
+
+    name: str
+    values: list[Scalar] = Field(min_length=1)
+    label: str | None = None
+
+
+class SolverEntry(_Model):
+    """One solver to compare; ``label`` identifies it in the store and the plots."""
+
+    name: str
+    label: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class Plot(_Model):
+    """One figure: ``y`` (a recorded metric, or ``time_s``/``iterations``) against axis ``x``, a line per solver."""
+
+    name: str
+    x: str
+    y: str
+    title: str | None = None
+    xlabel: str | None = None
+    ylabel: str | None = None
+    xlog: bool = False
+    ylog: bool = False
+    where: dict[str, Scalar] = Field(default_factory=dict)
+    include: Literal["all", "feasible"] = "all"
+
+    @field_validator("name")
+    @classmethod
+    def _file_safe(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\ \t\n"):
+            raise ValueError("must be a non-empty file name without spaces or slashes")
+        return v
+
+
+class Quick(_Model):
+    """Overrides applied by ``isac reproduce --quick``."""
+
+    trials: int | None = Field(default=None, ge=1)
+    axes: dict[str, list[Scalar]] = Field(default_factory=dict)
+
+
+class SweepSpec(_Model):
+    name: str
+    description: str = ""
+    notes: str = ""
+    problem: str
+    preset: str
+    seed: int = Field(ge=0)
+    trials: int = Field(ge=1)
+    fixed: dict[str, Scalar] = Field(default_factory=dict)
+    axes: list[Axis] = Field(default_factory=list)
+    solvers: list[SolverEntry] = Field(min_length=1)
+    metrics: list[str] = Field(min_length=1)
+    plots: list[Plot] = Field(default_factory=list)
+    quick: Quick | None = None
+
+    # --- derived ---------------------------------------------------------------
+    def points(self) -> list[dict[str, Any]]:
+        """Grid points in order: dicts of the swept parameters (fixed ones excluded)."""
+        names = [a.name for a in self.axes]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(a.values for a in self.axes))]
+
+    def preset_kwargs(self, point: dict[str, Any]) -> dict[str, Any]:
+        kw = dict(self.fixed)
+        kw.update(point)
+        return {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
+
+    def solver_keys(self) -> list[str]:
+        return [s.key for s in self.solvers]
+
+    def compute_dict(self) -> dict[str, Any]:
+        """The part of the spec that determines the numbers (plots and text excluded)."""
+        d = self.model_dump(include={"problem", "preset", "seed", "trials", "fixed", "axes", "solvers", "metrics"})
+        for a in d["axes"]:
+            a.pop("label", None)
+        return d
+
+    def compute_hash(self) -> str:
+        text = json.dumps(self.compute_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_mode(self, mode: str) -> SweepSpec:
+        """The spec as run by ``reproduce --quick`` (``mode="quick"``) or unchanged (``"full"``)."""
+        if mode == "full" or self.quick is None:
+            return self
+        q = self.quick
+        axes = [Axis(name=a.name, values=q.axes.get(a.name, a.values), label=a.label) for a in self.axes]
+        return self.model_copy(update={"trials": q.trials or self.trials, "axes": axes})
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check_semantics(spec: SweepSpec) -> None:
+    """Cross-field checks against the registries (problem, preset, solvers, options)."""
+    from isac.scenario.io import InstanceError
+    from isac.scenario.problems import get_family, preset_parameters
+    from isac.solvers.base import OptionError
+    from isac.solvers.registry import solvers_for
+
+    try:
+        get_family(spec.problem)
+    except InstanceError as e:
+        raise SpecError(f"problem: {e}") from None
+    try:
+        params = preset_parameters(spec.problem, spec.preset)
+    except InstanceError as e:
+        raise SpecError(f"preset: {e}") from None
+    axis_names = [a.name for a in spec.axes]
+    if len(set(axis_names)) != len(axis_names):
+        raise SpecError("axes: an axis name appears twice")
+    for where, names in (("fixed", list(spec.fixed)), ("axes", axis_names)):
+        for n in names:
+            if n not in params:
+                raise SpecError(
+                    f"{where}.{n}: preset {spec.preset!r} has no parameter {n!r} "
+                    f"(parameters: {', '.join(sorted(params)) or 'none'})"
+                )
+    both = set(spec.fixed) & set(axis_names)
+    if both:
+        raise SpecError(f"fixed.{sorted(both)[0]}: also swept as an axis")
+    available = solvers_for(spec.problem)
+    keys = spec.solver_keys()
+    for i, s in enumerate(spec.solvers):
+        if s.name not in available:
+            raise SpecError(
+                f"solvers[{i}].name: no solver {s.name!r} for {spec.problem} "
+                f"(available: {', '.join(sorted(available)) or 'none'})"
+            )
+        try:
+            available[s.name].from_options(s.options)
+        except OptionError as e:
+            raise SpecError(f"solvers[{i}].options: {e}") from None
+        if keys.count(s.key) > 1:
+            raise SpecError(f"solvers[{i}].label: {s.key!r} is used twice; give each entry a unique label")
+    recorded = set(spec.metrics) | {"time_s", "iterations"}
+    plot_names = [p.name for p in spec.plots]
+    for i, p in enumerate(spec.plots):
+        if plot_names.count(p.name) > 1:
+            raise SpecError(f"plots[{i}].name: {p.name!r} is used twice")
+        if p.x not in axis_names:
+            raise SpecError(f"plots[{i}].x: {p.x!r} is not an axis (axes: {', '.join(axis_names) or 'none'})")
+        if p.y not in recorded:
+            raise SpecError(f"plots[{i}].y: {p.y!r} is not a recorded metric (metrics: {', '.join(sorted(recorded))})")
+        for k, v in p.where.items():
+            ax = next((a for a in spec.axes if a.name == k), None)
+            if ax is None or k == p.x:
+                raise SpecError(f"plots[{i}].where.{k}: not one of the other axes")
+            if v not in ax.values:
+                raise SpecError(f"plots[{i}].where.{k}: {v!r} is not among the axis values")
+    if spec.quick is not None:
+        for k in spec.quick.axes:
+            if k not in axis_names:
+                raise SpecError(f"quick.axes.{k}: not an axis")
+
+
+def parse_spec(text: str, source: str = "spec", check_registry: bool = True) -> SweepSpec:
+    """Parse and validate TOML text; raises :class:`SpecError` with a one-line message.
+
+    ``check_registry=False`` skips the checks against the installed problems and
+    solvers (used to read a store whose solvers are not installed here).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{source}: invalid TOML: {str(e).splitlines()[0]}") from None
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = err["msg"].replace("\n", " ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise SpecError(f"{source}: {_loc(tuple(err['loc']))}: {msg}") from None
+    try:
+        if check_registry:
+            _check_semantics(spec)
+    except SpecError as e:
+        raise SpecError(f"{source}: {e}") from None
+    return spec
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, str]:
+    """Read and validate a spec file; returns the spec and its text."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec {str(p)!r}: no such file")
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise SpecError(f"spec {str(p)!r}: not a UTF-8 text file") from None
+    return parse_spec(text, f"spec {p.name}"), text
