@@ -43,3 +43,34 @@ def assert_close(a, b, rtol=1e-8, atol=0.0, what=""):
     b = torch.as_tensor(b)
     assert a.shape == b.shape, f"{what}: shapes {a.shape} vs {b.shape}"
     torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def mutate(obj, path, value):
+    """Deep copy of a JSON-like ``obj`` with ``path`` set to ``value`` (``KeyError`` deletes it)."""
+    import copy
+
+    out = copy.deepcopy(obj)
+    cur = out
+    for p in path[:-1]:
+        cur = cur[p]
+    if value is KeyError:
+        del cur[path[-1]]
+    else:
+        cur[path[-1]] = value
+    return out
+
+
+def run_cli(args, capsys, monkeypatch):
+    """Run ``isac ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    import sys
+
+    from isac import cli
+
+    monkeypatch.setattr(sys, "argv", ["isac", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -8,18 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from isac import cli
+from helpers import run_cli
 
 
-def run(args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["isac", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_problems_lists_every_family(capsys, monkeypatch):

@@ -273,16 +273,10 @@ def test_exports_plots_and_report(tmp_path):
 
 
 def test_cli_sweep_results_plot_report(tmp_path, capsys, monkeypatch):
-    from isac import cli
+    from helpers import run_cli
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["isac", *map(str, args)])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        return code, *capsys.readouterr()
+        return run_cli(args, capsys, monkeypatch)
 
     spec_file = tmp_path / "t.toml"
     spec_file.write_text(BASE)

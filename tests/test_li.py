@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from helpers import assert_close, autograd_grad, central_difference_grad, crandn
+from helpers import assert_close, autograd_grad, central_difference_grad, crandn, mutate
 from isac.metrics.bounds.li import li_derivatives, li_doa_crb, li_fim
 from isac.metrics.fim import fisher_information
 from isac.metrics.network import association_checks, sinr_matrix, sum_rate_bps_hz, user_rates_bps_hz
@@ -307,16 +307,7 @@ def test_scalar_p_max_dbm_is_per_bs(inst):
     assert MultibsAssociationInstance.from_dict(d).p_max_dbm == (20.0, 20.0)
 
 
-def _mutate(d, path, value):
-    d = copy.deepcopy(d)
-    obj = d
-    for p in path[:-1]:
-        obj = obj[p]
-    if value is KeyError:
-        del obj[path[-1]]
-    else:
-        obj[path[-1]] = value
-    return d
+_mutate = mutate
 
 
 @pytest.mark.parametrize(

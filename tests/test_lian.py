@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 import torch
 
-from helpers import assert_close, autograd_grad, central_difference_grad, crandn
+from helpers import assert_close, autograd_grad, central_difference_grad, crandn, mutate
 from isac.metrics.bounds.lian import (
     angle_jacobian,
     lian_angle_efim,
@@ -293,16 +293,7 @@ def test_presets_deterministic_and_registered():
     assert inst.H_estimate is None and lian_robust_preset(0).H_estimate is not None
 
 
-def _mutate(obj, path, value):
-    o = copy.deepcopy(obj)
-    cur = o
-    for p in path[:-1]:
-        cur = cur[p]
-    if value is KeyError:
-        del cur[path[-1]]
-    else:
-        cur[path[-1]] = value
-    return o
+_mutate = mutate
 
 
 @pytest.mark.parametrize(
