@@ -1,7 +1,6 @@
 """``coop-localization`` (002, Lian et al.): SPEB on the FIM engine, joint-transmission rates,
 28 GHz generator, DeepMIMO loader, instance files and evaluator."""
 
-import copy
 import json
 import math
 
