@@ -175,3 +175,44 @@ def crb_trace(fim: torch.Tensor) -> torch.Tensor:
     tr = sol.diagonal(dim1=-2, dim2=-1).sum(-1)
     bad = (info != 0) | ~torch.isfinite(tr) | (tr <= 0)
     return torch.where(bad, torch.full_like(tr, float("inf")), tr)
+
+
+def crb_trace_covariance_gradient(
+    derivatives: torch.Tensor | FactoredDerivatives,
+    fim: torch.Tensor,
+    *,
+    snapshots: int | float | torch.Tensor,
+    noise_power_w: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""Hermitian :math:`\mathbf Q` ``[..., Nt, Nt]`` with :math:`d\,\mathrm{tr}(\mathbf F^{-1}) = -\Re\,\mathrm{tr}(\mathbf Q\,d\mathbf R_x)`.
+
+    From :math:`d\,\mathrm{tr}(\mathbf F^{-1}) = -\mathrm{tr}(\mathbf\Phi\,d\mathbf F)`,
+    :math:`\mathbf\Phi=\mathbf F^{-2}`, and :math:`dF_{pq}=c\,\Re\,\mathrm{tr}(\partial_q\mathbf G^H\partial_p\mathbf G\,d\mathbf R_x)`:
+
+    .. math::
+
+        \mathbf Q = c\sum_{p,q}\Phi_{pq}\,\partial_q\mathbf G^H\partial_p\mathbf G,\qquad c = 2L/\sigma^2 .
+
+    With :math:`\mathbf R_x=\mathbf W\mathbf W^H` the gradient of :math:`-\mathrm{tr}(\mathbf F^{-1})`
+    in the convention :math:`\partial f/\partial\Re\mathbf W + j\,\partial f/\partial\Im\mathbf W`
+    (= :math:`2\,\partial f/\partial\mathbf W^*`, torch's) is :math:`2\mathbf Q\mathbf W`
+    (003 Prop. 3 writes it :math:`(\mathbf Q+\mathbf Q^H)\mathbf W`; its printed blocks (24) are
+    garbled, this is the derivation it stands for).
+    """
+    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+    inv = torch.linalg.inv(fim)
+    phi = inv @ inv
+    phi = 0.5 * (phi + phi.transpose(-2, -1))
+    if isinstance(derivatives, FactoredDerivatives):
+        u, v = derivatives.left, derivatives.right
+        p, r = u.shape[-3], u.shape[-2]
+        uf = u.reshape(*u.shape[:-3], p * r, u.shape[-1])
+        vf = v.reshape(*v.shape[:-3], p * r, v.shape[-1])
+        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        phi_e = phi.repeat_interleave(r, dim=-1).repeat_interleave(r, dim=-2).to(gram_u.dtype)
+        q = vf.transpose(-2, -1) @ (phi_e * gram_u) @ vf.conj()
+    else:
+        dg = derivatives
+        q = torch.einsum("...pq,...qai,...paj->...ij", phi.to(dg.dtype), dg.conj(), dg)
+    q = 0.5 * (q + hermitian(q))
+    return scale.to(q.dtype).reshape(scale.shape + (1, 1)) * q

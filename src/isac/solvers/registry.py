@@ -15,6 +15,7 @@ _SOLVERS: dict[tuple[str, str], type[Solver]] = {}
 _SOLVER_MODULES = (
     "isac.solvers.baselines",
     "isac.solvers.beampattern_baselines",
+    "isac.solvers.fang_sca",
 )
 
 

@@ -1,0 +1,350 @@
+r"""003 (Fang et al.), Algorithm 1: two-layer SCA = projected gradient ascent, and its low-dimensional variant.
+
+Problem (11): :math:`\max_{\mathbf W}\ f(\mathbf W)=\delta_c\sum_k R_k-\delta_s\,\mathrm{tr}(\mathbf F^{-1})`
+s.t. :math:`\mathrm{tr}(\mathbf W\mathbf W^H)\le P_t`, :math:`\mathbf W=[\mathbf W_c,\mathbf W_s]`.
+
+One iteration (eqs. (16), (25), (29)-(30)):
+
+.. math::
+
+    \mathbf W^{[t+1]} = \Pi_{\mathcal B}\big(\mathbf C_1^{[t]}+\mathbf C_2^{[t]}\mathbf W^{[t]}\big)
+    = \Pi_{\mathcal B}\big(\lambda^{[t]}\mathbf W^{[t]} + \tfrac12\nabla f(\mathbf W^{[t]})\big),
+
+with :math:`\nabla f = 2\mathbf C_1 + (2\delta_s\mathbf Q - 2\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H)\mathbf W`
+(Prop. 3, eq. (32); :math:`\mathbf Q` from :func:`isac.metrics.fim.crb_trace_covariance_gradient`,
+Hermitian, so :math:`\tfrac12(\mathbf Q+\mathbf Q^H)=\mathbf Q`), :math:`\lambda^{[t]}` the absolute value
+of the dominant eigenvalue of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`
+(so that :math:`\mathbf C_2\succeq 0`), and :math:`\Pi_{\mathcal B}(\mathbf X)=\sqrt{P_t/\|\mathbf X\|_F^2}\,\mathbf X`.
+With ``power_constraint="per-antenna"`` (Remark 2) the projection normalises each row of
+:math:`\mathbf X` to power :math:`P_t/N_t`; eq. (31) prints :math:`(\mathbf I\odot\mathbf X\mathbf X^H)^{-1}`
+where the power :math:`-1/2` is meant.
+
+Stopping rule: stop when the objective (11) changes by at most
+``tolerance * max(|f|, 1e-12)`` from one iteration to the next (the test of Algorithm 1's
+"until the objective value converges"); otherwise ``MAX_ITERATIONS``.
+
+``sca-lowdim`` (Prop. 5, eqs. (38)-(40)): :math:`\mathbf W=\mathbf N\mathbf P` with
+:math:`\mathbf N=[\mathbf H,\mathbf A,\dot{\mathbf A}_\theta,\dot{\mathbf A}_\phi]` (:math:`N_t\times(K+3M)`),
+:math:`\mathbf P\in\mathbb C^{(K+3M)\times(K+N_s)}`; the same projected step is taken in
+:math:`\mathbf P` with the gradient :math:`\mathbf N^H\nabla f` and the power
+:math:`\mathrm{tr}(\mathbf P^H\mathbf N^H\mathbf N\mathbf P)`, i.e. in the metric of
+:math:`\mathbf N^H\mathbf N`: :math:`\mathbf P\leftarrow\Pi(\lambda\mathbf P+\tfrac12(\mathbf N^H\mathbf N)^{-1}\mathbf N^H\nabla f)`.
+When :math:`\mathbf N^H\mathbf N` is ill-conditioned (K + 3M close to N_t, or targets close in angle)
+the step is less stable than the full-dimensional one; the solver then falls back to
+the pseudo-inverse and reports it in the message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from isac.metrics.bounds.fang import fang_derivatives
+from isac.metrics.fim import FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
+from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
+from isac.scenario.random import complex_normal, make_rng
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize
+from isac.solvers.baselines import mrt_directions
+from isac.solvers.registry import register_solver
+from isac.tensors import hermitian
+
+
+@dataclass
+class _Batch:
+    """Instances of one shape stacked along a leading batch dimension."""
+
+    H: torch.Tensor  # [B, Nt, K]
+    noise_c: torch.Tensor  # [B]
+    derivs: FactoredDerivatives  # [B, 4M, 2, Nr] / [B, 4M, 2, Nt]
+    snapshots: torch.Tensor  # [B]
+    noise_s: torch.Tensor  # [B]
+    delta_c: torch.Tensor  # [B]
+    delta_s: torch.Tensor  # [B]
+    p_max: torch.Tensor  # [B]
+    basis: torch.Tensor | None = None  # sca-lowdim: N [B, Nt, K+3M]
+    gram: torch.Tensor | None = None  # N^H N
+    gram_pinv: torch.Tensor | None = None  # (N^H N)^+
+
+    @classmethod
+    def stack(cls, insts: list[CrlbSumrateInstance]) -> _Batch:
+        first = insts[0]
+        for i, inst in enumerate(insts):
+            same = (inst.tx_shape, inst.rx_shape, inst.num_users, inst.num_targets, inst.num_sensing_streams,
+                    inst.element_order) == (first.tx_shape, first.rx_shape, first.num_users, first.num_targets,
+                                            first.num_sensing_streams, first.element_order)
+            if not same:
+                raise OptionError(f"solve_batch: instance {i} has other dimensions than instance 0")
+        f64 = dict(dtype=torch.float64)
+        derivs = fang_derivatives(first.tx_array, first.rx_array, torch.stack([i.theta_rad for i in insts]),
+                                  torch.stack([i.phi_rad for i in insts]), torch.stack([i.alpha for i in insts]))
+        return cls(
+            H=torch.stack([i.H for i in insts]),
+            noise_c=torch.tensor([i.noise_comm_w for i in insts], **f64),
+            derivs=derivs,
+            snapshots=torch.tensor([float(i.snapshots) for i in insts], **f64),
+            noise_s=torch.tensor([i.noise_sense_w for i in insts], **f64),
+            delta_c=torch.tensor([i.delta_c for i in insts], **f64),
+            delta_s=torch.tensor([i.delta_s for i in insts], **f64),
+            p_max=torch.tensor([i.p_max_w for i in insts], **f64),
+        )
+
+    def select(self, idx: torch.Tensor) -> _Batch:
+        opt = [None if t is None else t[idx] for t in (self.basis, self.gram, self.gram_pinv)]
+        return _Batch(self.H[idx], self.noise_c[idx],
+                      FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
+                      self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
+                      *opt)
+
+
+def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor]:
+    r"""Objective (11) ``[B]`` and its closed-form gradient ``[B, Nt, K+Ns]`` (Prop. 3, eq. (32)).
+
+    The gradient is :math:`\partial f/\partial\Re\mathbf W + j\,\partial f/\partial\Im\mathbf W`.
+    Also returns ``sigma2`` (:math:`\beta_k`, eq. (16c)) and ``Q`` for the shift :math:`\lambda`.
+    """
+    k = b.H.shape[-1]
+    hw = hermitian(b.H) @ W  # [B, K, S]: h_k^H w_j
+    gains = hw.real**2 + hw.imag**2
+    total = gains.sum(-1) + b.noise_c[:, None]  # T_k
+    signal = torch.diagonal(gains[..., :k], dim1=-2, dim2=-1)
+    interf = total - signal  # I_k
+    rates = torch.log1p(signal / interf)
+    # d/dW of sum_k log T_k - log I_k, column j of user k's term: h_k h_k^H w_j (1/T_k - [j != k]/I_k).
+    coef = (1.0 / total)[..., None] - (1.0 / interf)[..., None] * torch.ones_like(gains)
+    eye = torch.zeros_like(gains)
+    eye[..., :k] = torch.eye(k, dtype=gains.dtype)
+    coef = coef + eye * (1.0 / interf)[..., None]
+    grad_c = 2.0 * b.H @ (coef * hw)
+    fim = fisher_information(b.derivs, beams=W, snapshots=b.snapshots, noise_power_w=b.noise_s)
+    eye_f = torch.eye(fim.shape[-1], dtype=fim.dtype).expand_as(fim)
+    inv, info = torch.linalg.solve_ex(fim, eye_f)
+    crlb = torch.diagonal(inv, dim1=-2, dim2=-1).sum(-1)
+    singular = (info != 0) | ~torch.isfinite(crlb) | (crlb <= 0)
+    crlb = torch.where(singular, torch.full_like(crlb, math.inf), crlb)
+    Q = crb_trace_covariance_gradient(b.derivs, torch.where(singular[:, None, None], eye_f, fim),
+                                      snapshots=b.snapshots, noise_power_w=b.noise_s)
+    grad_s = 2.0 * Q @ W
+    dc = b.delta_c[:, None, None]
+    ds = b.delta_s[:, None, None]
+    obj = b.delta_c * rates.sum(-1) - b.delta_s * crlb
+    return {"objective": obj, "grad": dc * grad_c + ds * grad_s, "sigma2": signal / (interf * total),
+            "Q": Q, "rates": rates, "crlb": crlb, "singular": singular}
+
+
+def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    r""":math:`\lambda` ``[B]``: |dominant eigenvalue| of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`."""
+    hs = b.H * parts["sigma2"].to(b.H.dtype)[:, None, :]
+    m = b.delta_c[:, None, None] * (hs @ hermitian(b.H)) - b.delta_s[:, None, None] * parts["Q"]
+    m = 0.5 * (m + hermitian(m))
+    return torch.linalg.eigvalsh(m).abs().amax(-1)
+
+
+def project(X: torch.Tensor, p_max: torch.Tensor, per_antenna: bool) -> torch.Tensor:
+    """Projection (30) onto tr(XX^H) = P_t, or per-antenna (Remark 2): each row to power P_t/N_t."""
+    if per_antenna:
+        rows = torch.linalg.vector_norm(X, dim=-1, keepdim=True)
+        return X * torch.sqrt(p_max / X.shape[-2])[:, None, None] / rows
+    norm = torch.linalg.matrix_norm(X)
+    return X * (torch.sqrt(p_max) / norm)[:, None, None]
+
+
+def initial_point(inst: CrlbSumrateInstance, seed: int, per_antenna: bool) -> torch.Tensor:
+    """``W0`` of the instance, else MRT beams plus a seeded random sensing block, scaled to P_t."""
+    if inst.W0 is not None:
+        W = inst.W0.clone()
+    else:
+        W = torch.zeros(inst.num_tx, inst.num_streams, dtype=torch.complex128)
+        W[:, : inst.num_users] = mrt_directions(inst.H)
+        if inst.num_sensing_streams:
+            W[:, inst.num_users:] = complex_normal(make_rng(seed), (inst.num_tx, inst.num_sensing_streams))
+    return project(W[None], torch.tensor([inst.p_max_w], dtype=torch.float64), per_antenna)[0]
+
+
+@register_solver
+@dataclass
+class SCA(Solver):
+    """Algorithm 1 of 003: two-layer SCA as projected gradient ascent with full power.
+
+    Options:
+        max_iterations: iteration budget.
+        tolerance: stop when |f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12).
+        power_constraint: "total" (eq. (30)) or "per-antenna" (Remark 2, eq. (31)).
+        seed: seed of the random sensing block of the default initial point.
+    """
+
+    name: ClassVar[str] = "sca"
+    problems: ClassVar[tuple[str, ...]] = (PROBLEM,)
+    description: ClassVar[str] = "003 Alg. 1: two-layer SCA / projected gradient ascent (eqs. 25-30)"
+
+    max_iterations: int = 2000
+    tolerance: float = 1e-8
+    power_constraint: Literal["total", "per-antenna"] = "total"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_iterations < 1:
+            raise ValueError("max_iterations must be >= 1")
+        if not self.tolerance > 0:
+            raise ValueError("tolerance must be > 0")
+        if self.power_constraint not in ("total", "per-antenna"):
+            raise ValueError("power_constraint must be 'total' or 'per-antenna'")
+
+    def _solve(self, inst):
+        statuses, messages, Ws, traces, iters = self._run([inst])
+        return statuses[0], messages[0], {"W": Ws[0]}, traces[0], iters[0]
+
+    def solve_batch(self, instances: list[CrlbSumrateInstance]) -> list[Result]:
+        """Solve instances of equal dimensions in one batched tensor program.
+
+        Each instance follows exactly the iteration it would follow alone (its own
+        stopping test; converged instances are frozen), so the results equal those of
+        :meth:`solve` up to floating-point summation order.
+        """
+        import time
+
+        if not instances:
+            return []
+        t0 = time.perf_counter()
+        statuses, messages, Ws, traces, iters = self._run(instances)
+        elapsed = (time.perf_counter() - t0) / len(instances)
+        out = []
+        for inst, st, msg, W, tr, it in zip(instances, statuses, messages, Ws, traces, iters):
+            res = Result(problem=inst.problem, solver=self.name, status=st, message=msg, solution={"W": W},
+                         trace=tr, iterations=it, time_s=elapsed, timings={"solve_s": elapsed, "batched": 1.0},
+                         options=self.options(), seed=self.seed)
+            out.append(finalize(res, inst))
+        return out
+
+    # --- the iteration (hooks overridden by sca-lowdim) ----------------------------------
+    def _prepare(self, b: _Batch, insts) -> None:
+        """Attach what the variant needs to the batch."""
+
+    def _initial(self, b: _Batch, insts) -> torch.Tensor:
+        per_antenna = self.power_constraint == "per-antenna"
+        return torch.stack([initial_point(i, self.seed, per_antenna) for i in insts])
+
+    def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
+        return X
+
+    def _step_direction(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        return shift(b, parts)[:, None, None] * X + 0.5 * parts["grad"]
+
+    def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
+        return project(step, b.p_max, self.power_constraint == "per-antenna")
+
+    def _run(self, insts):
+        b = _Batch.stack(insts)
+        self._prepare(b, insts)
+        X = self._initial(b, insts)
+        n = len(insts)
+        traces: list[list[dict[str, float]]] = [[] for _ in range(n)]
+        iters = [0] * n
+        statuses = [Status.MAX_ITERATIONS] * n
+        messages = [f"{self.max_iterations} iterations without meeting the tolerance"] * n
+        parts = objective_and_gradient(b, self._to_w(b, X))
+        f = parts["objective"].clone()
+        for i in range(n):
+            traces[i].append({"iteration": 0, "objective": float(f[i])})
+            if not bool(torch.isfinite(f[i])):
+                statuses[i] = Status.NUMERICAL_ERROR
+                messages[i] = "the initial point gives a singular FIM (tr(F^-1) = inf)"
+        active = torch.tensor([i for i in range(n) if statuses[i] is not Status.NUMERICAL_ERROR], dtype=torch.long)
+        for it in range(1, self.max_iterations + 1):
+            if active.numel() == 0:
+                break
+            sub = b.select(active)
+            pa = {k: v[active] for k, v in parts.items()}
+            X_new = self._project(sub, self._step_direction(sub, X[active], pa))
+            new_parts = objective_and_gradient(sub, self._to_w(sub, X_new))
+            f_new = new_parts["objective"]
+            finite = torch.isfinite(f_new) & torch.isfinite(torch.view_as_real(X_new)).flatten(1).all(-1)
+            f_old = f[active]
+            conv = (f_new - f_old).abs() <= self.tolerance * torch.clamp(f_old.abs(), min=1e-12)
+            ok = finite.nonzero().squeeze(-1)
+            dest = active[ok]
+            X[dest] = X_new[ok]
+            f[dest] = f_new[ok]
+            for key in parts:
+                parts[key][dest] = new_parts[key][ok]
+            fin, cv = finite.tolist(), conv.tolist()
+            f_list = f_new.tolist()
+            sr_list = new_parts["rates"].sum(-1).tolist()
+            crlb_list = new_parts["crlb"].tolist()
+            keep = []
+            for j, idx in enumerate(active.tolist()):
+                iters[idx] = it
+                if not fin[j]:
+                    statuses[idx] = Status.NUMERICAL_ERROR
+                    messages[idx] = f"non-finite objective or beams at iteration {it}; last finite point returned"
+                    continue
+                traces[idx].append({"iteration": it, "objective": f_list[j], "sum_rate_nats": sr_list[j],
+                                    "crlb_trace": crlb_list[j]})
+                if cv[j]:
+                    statuses[idx] = Status.CONVERGED
+                    messages[idx] = f"objective change <= {self.tolerance:g} (relative) after {it} iterations"
+                else:
+                    keep.append(idx)
+            active = torch.tensor(keep, dtype=torch.long)
+        W = self._to_w(b, X)
+        return statuses, messages, [W[i] for i in range(n)], traces, iters
+
+
+@register_solver
+@dataclass
+class SCALowDim(SCA):
+    """Prop. 5 of 003: the SCA step on P with W = N P, N = [H, A, dA/dtheta, dA/dphi].
+
+    Options as ``sca`` (``power_constraint`` must be "total").
+    """
+
+    name: ClassVar[str] = "sca-lowdim"
+    description: ClassVar[str] = "003 Prop. 5: SCA on the low-dimensional variable P, W = N P (eqs. 38-40)"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.power_constraint != "total":
+            raise ValueError("sca-lowdim supports power_constraint='total' only")
+
+    @staticmethod
+    def basis(inst: CrlbSumrateInstance) -> torch.Tensor:
+        """N = [H, A, dA/dtheta, dA/dphi] ``[Nt, K+3M]``."""
+        a, da_t, da_p = inst.tx_array.steering_and_derivatives(inst.theta_rad, inst.phi_rad)
+        return torch.cat([inst.H, a.T, da_t.T, da_p.T], dim=1)
+
+    def _prepare(self, b: _Batch, insts) -> None:
+        N = torch.stack([self.basis(i) for i in insts])
+        gram = hermitian(N) @ N
+        gram = 0.5 * (gram + hermitian(gram))
+        evals, evecs = torch.linalg.eigh(gram)
+        keep = evals > evals[..., -1:] * 1e-10
+        inv = torch.where(keep, 1.0 / evals, torch.zeros_like(evals))
+        b.basis, b.gram = N, gram
+        b.gram_pinv = (evecs * inv.to(evecs.dtype)[..., None, :]) @ hermitian(evecs)
+        self._rank_deficient = (~keep).any(-1)
+
+    def _initial(self, b: _Batch, insts) -> torch.Tensor:
+        # Least-squares coordinates of the full-dimensional initial point, rescaled to full power.
+        W0 = super()._initial(b, insts)
+        return self._project(b, b.gram_pinv @ hermitian(b.basis) @ W0)
+
+    def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
+        return b.basis @ X
+
+    def _step_direction(self, b: _Batch, P: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        grad_p = b.gram_pinv @ hermitian(b.basis) @ parts["grad"]
+        return shift(b, parts)[:, None, None] * P + 0.5 * grad_p
+
+    def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
+        power = (hermitian(step) @ b.gram @ step).diagonal(dim1=-2, dim2=-1).sum(-1).real
+        return step * torch.sqrt(b.p_max / power)[:, None, None]
+
+    def _run(self, insts):
+        statuses, messages, Ws, traces, iters = super()._run(insts)
+        for i in range(len(insts)):
+            if bool(self._rank_deficient[i]):
+                messages[i] += "; N has dependent columns (pseudo-inverse used)"
+        return statuses, messages, Ws, traces, iters
