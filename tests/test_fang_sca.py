@@ -139,3 +139,13 @@ def test_bad_options():
         get_solver("crlb-sumrate", "sca", {"max_iterations": "0"})
     with pytest.raises(OptionError):
         get_solver("crlb-sumrate", "sca-lowdim", {"power_constraint": "per-antenna"})
+
+
+def test_adaptive_step_is_monotone_and_reaches_the_same_point():
+    inst = fang_preset(2)
+    paper = SCA(tolerance=1e-10, max_iterations=5000).solve(inst)
+    fast = SCA(step="adaptive", tolerance=1e-10, max_iterations=5000).solve(inst)
+    obj = [t["objective"] for t in fast.trace]
+    assert all(b >= a - 1e-10 * abs(a) for a, b in zip(obj, obj[1:]))
+    assert fast.status is Status.CONVERGED
+    assert fast.metrics["objective"] == pytest.approx(paper.metrics["objective"], rel=1e-6)

@@ -173,6 +173,10 @@ class SCA(Solver):
         max_iterations: iteration budget.
         tolerance: stop when |f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12).
         power_constraint: "total" (eq. (30)) or "per-antenna" (Remark 2, eq. (31)).
+        step: "paper" uses the shift lambda of eq. (25) (step 1/(2 lambda), monotone by Sec. III-D);
+            "adaptive" (ours, not in the paper) uses s * lambda with s in [1e-4, 1] shrunk by 0.7 after
+            every ascent step and reset towards 1 (x4) after a step that would decrease the objective,
+            which is then rejected: monotone by construction, usually far fewer iterations.
         seed: seed of the random sensing block of the default initial point.
     """
 
@@ -183,6 +187,7 @@ class SCA(Solver):
     max_iterations: int = 2000
     tolerance: float = 1e-8
     power_constraint: Literal["total", "per-antenna"] = "total"
+    step: Literal["paper", "adaptive"] = "paper"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -190,6 +195,8 @@ class SCA(Solver):
             raise ValueError("max_iterations must be >= 1")
         if not self.tolerance > 0:
             raise ValueError("tolerance must be > 0")
+        if self.step not in ("paper", "adaptive"):
+            raise ValueError("step must be 'paper' or 'adaptive'")
         if self.power_constraint not in ("total", "per-antenna"):
             raise ValueError("power_constraint must be 'total' or 'per-antenna'")
 
@@ -230,8 +237,9 @@ class SCA(Solver):
     def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         return X
 
-    def _step_direction(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        return shift(b, parts)[:, None, None] * X + 0.5 * parts["grad"]
+    def _step_direction(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor],
+                        scale: torch.Tensor) -> torch.Tensor:
+        return (scale * shift(b, parts))[:, None, None] * X + 0.5 * parts["grad"]
 
     def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
         return project(step, b.p_max, self.power_constraint == "per-antenna")
@@ -253,17 +261,29 @@ class SCA(Solver):
                 statuses[i] = Status.NUMERICAL_ERROR
                 messages[i] = "the initial point gives a singular FIM (tr(F^-1) = inf)"
         active = torch.tensor([i for i in range(n) if statuses[i] is not Status.NUMERICAL_ERROR], dtype=torch.long)
+        scale = torch.ones(n, dtype=torch.float64)
         for it in range(1, self.max_iterations + 1):
             if active.numel() == 0:
                 break
             sub = b.select(active)
             pa = {k: v[active] for k, v in parts.items()}
-            X_new = self._project(sub, self._step_direction(sub, X[active], pa))
+            X_new = self._project(sub, self._step_direction(sub, X[active], pa, scale[active]))
             new_parts = objective_and_gradient(sub, self._to_w(sub, X_new))
             f_new = new_parts["objective"]
             finite = torch.isfinite(f_new) & torch.isfinite(torch.view_as_real(X_new)).flatten(1).all(-1)
             f_old = f[active]
             conv = (f_new - f_old).abs() <= self.tolerance * torch.clamp(f_old.abs(), min=1e-12)
+            if self.step == "adaptive":
+                # Reject a step that lowers the objective (beyond round-off) and retry with a larger shift.
+                up = f_new >= f_old - 1e-12 * f_old.abs()
+                rejected = finite & ~up
+                s_act = scale[active]
+                scale[active] = torch.where(rejected, torch.clamp(s_act * 4.0, max=1.0),
+                                            torch.clamp(s_act * 0.7, min=1e-4))
+                finite = finite & ~rejected  # rejected steps leave the point unchanged...
+                conv = conv & ~rejected
+            else:
+                rejected = torch.zeros_like(finite)
             ok = finite.nonzero().squeeze(-1)
             dest = active[ok]
             X[dest] = X_new[ok]
@@ -275,8 +295,12 @@ class SCA(Solver):
             sr_list = new_parts["rates"].sum(-1).tolist()
             crlb_list = new_parts["crlb"].tolist()
             keep = []
+            rej = rejected.tolist()
             for j, idx in enumerate(active.tolist()):
                 iters[idx] = it
+                if rej[j]:  # ...and are not failures
+                    keep.append(idx)
+                    continue
                 if not fin[j]:
                     statuses[idx] = Status.NUMERICAL_ERROR
                     messages[idx] = f"non-finite objective or beams at iteration {it}; last finite point returned"
@@ -334,9 +358,10 @@ class SCALowDim(SCA):
     def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         return b.basis @ X
 
-    def _step_direction(self, b: _Batch, P: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _step_direction(self, b: _Batch, P: torch.Tensor, parts: dict[str, torch.Tensor],
+                        scale: torch.Tensor) -> torch.Tensor:
         grad_p = b.gram_pinv @ hermitian(b.basis) @ parts["grad"]
-        return shift(b, parts)[:, None, None] * P + 0.5 * grad_p
+        return (scale * shift(b, parts))[:, None, None] * P + 0.5 * grad_p
 
     def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
         power = (hermitian(step) @ b.gram @ step).diagonal(dim1=-2, dim2=-1).sum(-1).real

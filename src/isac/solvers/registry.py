@@ -16,6 +16,7 @@ _SOLVER_MODULES = (
     "isac.solvers.baselines",
     "isac.solvers.beampattern_baselines",
     "isac.solvers.fang_sca",
+    "isac.solvers.fang_sdr",
 )
 
 
