@@ -305,5 +305,43 @@ def test_reproduce_quick_uses_the_quick_overrides(tmp_path):
     finally:
         reproduce._PAPERS.pop("test-paper")
     assert summaries[0].computed == 2
-    assert (tmp_path / "out" / "t" / "report.md").exists() and (tmp_path / "out" / "t" / "results.csv").exists()
-    assert "t/report.md" in (tmp_path / "out" / "README.md").read_text()
+    assert (tmp_path / "out" / "t-quick" / "report.md").exists() and (tmp_path / "out" / "t-quick" / "results.csv").exists()
+    assert "t-quick/report.md" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_solver_where_trace_plots_and_median(tmp_path):
+    text = BASE.replace('[[solvers]]\nname = "zf"', '[[solvers]]\nname = "zf"\nwhere = { p_max_dbm = [10] }')
+    text = text.replace('metrics = ["sum_rate_nats", "crlb_trace"]',
+                        'metrics = ["sum_rate_nats", "crlb_trace", "objective"]\nrecord_trace = true')
+    text += ('\n[[plots]]\nname = "conv"\nkind = "trace"\nx = "p_max_dbm"\ny = "objective"\n'
+             '\n[[plots]]\nname = "med"\nx = "p_max_dbm"\ny = "crlb_trace"\nstat = "median"\n')
+    text = text.replace('[[solvers]]\nname = "mrt"', '[[solvers]]\nname = "sca"\noptions = { max_iterations = 5 }')
+    spec = parse_spec(text)
+    assert spec.total_rows() == 3 * 2 + 3 * 1
+    s = run_sweep(spec, text, tmp_path / "w.db")
+    rows = _rows(tmp_path / "w.db")
+    assert s.computed == len(rows) == 9
+    assert {r["params"]["p_max_dbm"] for r in rows if r["solver"] == "zf"} == {10}
+    sca_rows = [r for r in rows if r["solver"] == "sca"]
+    assert all(len(r["metrics"]["trace_objective"]) == r["iterations"] + 1 for r in sca_rows)
+    curves = analysis.trace_curves(rows, spec, spec.plots[1])
+    first = [r["metrics"]["trace_objective"][0] for r in sca_rows if r["params"]["p_max_dbm"] == 0]
+    assert curves["sca, p_max_dbm=0"][0] == pytest.approx(np.mean(first))
+    cells = analysis.aggregate(rows, spec, spec.plots[2])
+    vals = [r["metrics"]["crlb_trace"] for r in sca_rows if r["params"]["p_max_dbm"] == 10]
+    cell = next(c for c in cells if c.series == "sca" and c.x == 10)
+    assert cell.mean == pytest.approx(np.median(vals))
+    path = analysis.report(rows, spec, {}, tmp_path / "rep")
+    assert "conv.png" in path.read_text() and (tmp_path / "rep" / "conv.pdf").exists()
+    with pytest.raises(SpecError, match="record_trace"):
+        parse_spec(text.replace("record_trace = true", ""))
+    with pytest.raises(SpecError, match="where.nope"):
+        parse_spec(text.replace("where = { p_max_dbm = [10] }", "where = { nope = [1] }"))
+
+
+def test_fang_paper_specs_are_valid_in_both_modes():
+    for mode in ("quick", "full"):
+        specs = reproduce.paper_specs("fang", mode)
+        assert len(specs) == 7
+    quick = {s.name: s for s, _ in reproduce.paper_specs("fang", "quick")}
+    assert quick["fang_table1_antennas"].trials < 100

@@ -326,6 +326,25 @@ def reproduce_cmd(
             bar.stop()
 
 
+@app.command("bench")
+def bench_cmd(
+    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t)."),
+    quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each."),
+    out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
+    instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
+):
+    """Time solvers side by side on the same instances and report ratios."""
+    from isac.experiments.bench import bench_fang, write_report
+
+    if target != "fang":
+        raise UserError(f"unknown benchmark {target!r} (available: fang)")
+    if instances < 1:
+        raise UserError("--instances must be >= 1")
+    rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
+                      echo=typer.echo)
+    typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
+
+
 @app.command("version")
 def version_cmd():
     """Print the package version."""

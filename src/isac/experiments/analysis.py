@@ -60,6 +60,14 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def median_iqr(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median and the 25th/75th percentiles (linear interpolation)."""
+    import numpy as np
+
+    q = np.percentile(np.asarray(values, dtype=float), [50.0, 25.0, 75.0])
+    return float(q[0]), float(q[1]), float(q[2])
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> list[Cell]:
     others = [a.name for a in spec.axes if a.name != plot.x and a.name not in plot.where]
     groups: dict[tuple[str, Any], list[float]] = defaultdict(list)
@@ -81,7 +89,9 @@ def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) ->
     cells = []
     for k in keys:
         vals = groups.get(k, [])
-        if vals:
+        if vals and plot.stat == "median":
+            m, lo, hi = median_iqr(vals)
+        elif vals:
             m, lo, hi = mean_ci(vals)
         else:
             m = lo = hi = math.nan
@@ -112,7 +122,7 @@ def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> l
         xs = [c.x if numeric else categories.index(c.x) for c in pts]
         ys = [c.mean for c in pts]
         line, = ax.plot(xs, ys, marker="o", ms=4, label=name)
-        if any(c.n > 1 for c in pts):
+        if any(c.n > 1 for c in pts) or plot.stat == "median":
             ax.fill_between(xs, [c.low for c in pts], [c.high for c in pts], color=line.get_color(), alpha=0.2,
                             linewidth=0)
     if not numeric:
@@ -136,11 +146,61 @@ def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> l
     return files
 
 
+def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, list[float]]:
+    """Mean objective per iteration for each (solver, x value); shorter traces are held at their last value."""
+    groups: dict[str, list[list[float]]] = defaultdict(list)
+    for r in rows:
+        params = r["params"]
+        if any(params.get(k) != v for k, v in plot.where.items()):
+            continue
+        tr = r["metrics"].get("trace_objective")
+        if not tr or r["status"] in FAILED_STATUSES:
+            continue
+        groups[f"{r['solver']}, {plot.x}={params.get(plot.x)}"].append([float(v) for v in tr])
+    out = {}
+    for name, traces in groups.items():
+        n = max(len(t) for t in traces)
+        padded = [t + [t[-1]] * (n - len(t)) for t in traces]
+        out[name] = [sum(col) / len(col) for col in zip(*padded)]
+    return out
+
+
+def draw_trace(curves: Mapping[str, list[float]], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, ys in curves.items():
+        ax.plot(range(len(ys)), ys, label=name)
+    if plot.xlog:
+        ax.set_xscale("symlog")
+    if plot.ylog:
+        ax.set_yscale("symlog")
+    ax.set_xlabel(plot.xlabel or "iteration")
+    ax.set_ylabel(plot.ylabel or "objective (mean over trials)")
+    ax.set_title(plot.title or f"{spec.name}: convergence", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
+    for f in files:
+        fig.savefig(f, dpi=150)
+    plt.close(fig)
+    return files
+
+
 def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     files: list[Path] = []
     for plot in spec.plots:
-        files += draw(aggregate(rows, spec, plot), spec, plot, out)
+        if plot.kind == "trace":
+            files += draw_trace(trace_curves(rows, spec, plot), spec, plot, out)
+        else:
+            files += draw(aggregate(rows, spec, plot), spec, plot, out)
     return files
 
 
@@ -174,7 +234,7 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     lines = [f"# {spec.name}", ""]
     if spec.description:
         lines += [spec.description, ""]
-    total = len(spec.points()) * spec.trials * len(spec.solvers)
+    total = spec.total_rows()
     failed = [r for r in rows if r["status"] in FAILED_STATUSES]
     lines += [
         f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point, "
@@ -187,10 +247,20 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     if extra:
         lines += [extra.strip(), ""]
     for plot in spec.plots:
+        if plot.kind == "trace":
+            curves = trace_curves(rows, spec, plot)
+            draw_trace(curves, spec, plot, out)
+            lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
+                      "| series | iterations (longest trace) | first objective | final objective |", "|---|---|---|---|"]
+            for name, ys in curves.items():
+                lines.append(f"| {name} | {len(ys) - 1} | {_fmt(ys[0])} | {_fmt(ys[-1])} |")
+            lines.append("")
+            continue
         cells = aggregate(rows, spec, plot)
         draw(cells, spec, plot, out)
         lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
-                  f"Mean of `{plot.y}` with 95 % interval over trials"
+                  (f"Median of `{plot.y}` with interquartile range over trials" if plot.stat == "median" else
+                   f"Mean of `{plot.y}` with 95 % interval over trials")
                   + (f", where {', '.join(f'{k} = {v}' for k, v in plot.where.items())}" if plot.where else "")
                   + (", feasible trials only" if plot.include == "feasible" else "") + ".", ""]
         xs = list(dict.fromkeys(c.x for c in sorted(cells, key=lambda c: _sort_x(c.x))))

@@ -5,9 +5,10 @@ A paper registers the spec files that regenerate its tables and figures
 spec's optional ``[quick]`` table shrinks it for ``--quick`` (minutes on 2
 cores); ``--full`` runs it as written (the paper's Monte-Carlo counts).
 
-Output folder layout: ``<out>/<spec name>.db`` (the store; rerunning resumes),
-``<out>/<spec name>/`` (report.md, PNG/PDF plots, results.csv) and
-``<out>/README.md`` linking the reports.
+Output folder layout: ``<out>/<stem>.db`` (the store; rerunning resumes),
+``<out>/<stem>/`` (report.md, PNG/PDF plots, results.csv) and ``<out>/README.md``
+linking the reports, where ``<stem>`` is the spec name (``--full``) or
+``<name>-quick`` (``--quick``), so both modes can share one folder.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def register_paper(paper: Paper) -> Paper:
     return paper
 
 
+def _load() -> None:
+    import isac.experiments.papers  # noqa: F401  (registers the bundled papers)
+
+
 def papers() -> dict[str, Paper]:
+    _load()
     return dict(_PAPERS)
 
 
@@ -61,6 +67,7 @@ def _spec_text(paper: Paper, name: str) -> str:
 
 
 def paper_specs(key: str, mode: str) -> list[tuple[SweepSpec, str]]:
+    _load()
     if key not in _PAPERS:
         known = ", ".join(sorted(_PAPERS)) or "none yet (papers are registered as their systems land)"
         raise SpecError(f"no reproduction registered for paper {key!r} (registered: {known})")
@@ -90,19 +97,20 @@ def reproduce(
     summaries = []
     index = [f"# Reproduction of {_PAPERS[key].title if key in _PAPERS else key} ({mode})", ""]
     for spec, text in paper_specs(key, mode):
-        store_path = out / f"{spec.name}.db"
+        stem = spec.name if mode == "full" else f"{spec.name}-{mode}"
+        store_path = out / f"{stem}.db"
         prog = progress_factory(spec.name) if progress_factory else None
         summary = run_sweep(spec, text, store_path, workers=workers, progress=prog)
         echo(summary.line())
         summaries.append(summary)
-        folder = out / spec.name
+        folder = out / stem
         with ResultStore(store_path, ResultStore._connect(store_path)) as store:
             rows = store.rows()
             manifest = store.manifest()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "results.csv").write_text(export(rows, spec, "csv"))
         report(rows, spec, manifest, folder)
-        index.append(f"- [{spec.name}]({spec.name}/report.md): {spec.description}")
+        index.append(f"- [{stem}]({stem}/report.md): {spec.description}")
     if _PAPERS[key].notes:
         index += ["", _PAPERS[key].notes]
     (out / "README.md").write_text("\n".join(index) + "\n")

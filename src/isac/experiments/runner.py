@@ -111,6 +111,8 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
                     metrics[m] = math.nan
                     missing.append(m)
             metrics["feasible"] = bool(result.metrics.get("feasible", False))
+            if task.get("record_trace"):
+                metrics["trace_objective"] = [float(t.get("objective", math.nan)) for t in result.trace]
             message = result.message
             status = result.status.value
             if missing:
@@ -132,14 +134,16 @@ def plan(spec: SweepSpec, done: set[tuple[int, int, str]]) -> tuple[list[dict[st
     todo = reused = 0
     for pi, point in enumerate(spec.points()):
         for t, seed in enumerate(seeds):
-            missing = [s for s in spec.solvers if (pi, t, s.key) not in done]
-            reused += len(spec.solvers) - len(missing)
+            here = [s for s in spec.solvers if s.runs_at(point)]
+            missing = [s for s in here if (pi, t, s.key) not in done]
+            reused += len(here) - len(missing)
             if not missing:
                 continue
             todo += len(missing)
             tasks.append({
                 "problem": spec.problem, "preset": spec.preset, "preset_kwargs": spec.preset_kwargs(point),
                 "point": pi, "params": point, "trial": t, "seed": seed, "metrics": list(spec.metrics),
+                "record_trace": spec.record_trace,
                 "solvers": [{"key": s.key, "name": s.name, "options": dict(s.options)} for s in missing],
             })
     return tasks, todo, reused

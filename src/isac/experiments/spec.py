@@ -83,10 +83,15 @@ class SolverEntry(_Model):
     name: str
     label: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    where: dict[str, list[Scalar]] = Field(default_factory=dict)
+    """Run this solver only at points whose axis values are in these lists (e.g. an SDR only for small N_t)."""
 
     @property
     def key(self) -> str:
         return self.label or self.name
+
+    def runs_at(self, point: dict[str, Any]) -> bool:
+        return all(point.get(k) in v for k, v in self.where.items())
 
 
 class Plot(_Model):
@@ -95,6 +100,11 @@ class Plot(_Model):
     name: str
     x: str
     y: str
+    kind: Literal["line", "trace"] = "line"
+    """``line``: mean of y against axis x; ``trace``: mean objective against iteration (needs
+    ``record_trace = true``), one line per solver and value of x."""
+    stat: Literal["mean", "median"] = "mean"
+    """``mean`` with a 95 % Student-t interval, or ``median`` with the interquartile range."""
     title: str | None = None
     xlabel: str | None = None
     ylabel: str | None = None
@@ -116,6 +126,8 @@ class Quick(_Model):
 
     trials: int | None = Field(default=None, ge=1)
     axes: dict[str, list[Scalar]] = Field(default_factory=dict)
+    solver_where: dict[str, dict[str, list[Scalar]]] = Field(default_factory=dict)
+    """Per solver label: a ``where`` that replaces the solver's own in quick mode."""
 
 
 class SweepSpec(_Model):
@@ -130,6 +142,8 @@ class SweepSpec(_Model):
     axes: list[Axis] = Field(default_factory=list)
     solvers: list[SolverEntry] = Field(min_length=1)
     metrics: list[str] = Field(min_length=1)
+    record_trace: bool = False
+    """Store each result's per-iteration objective (metric ``trace_objective``)."""
     plots: list[Plot] = Field(default_factory=list)
     quick: Quick | None = None
 
@@ -144,12 +158,17 @@ class SweepSpec(_Model):
         kw.update(point)
         return {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
 
+    def total_rows(self) -> int:
+        """Rows a complete run stores: (point, trial, solver) for every solver that runs at the point."""
+        return self.trials * sum(1 for pt in self.points() for s in self.solvers if s.runs_at(pt))
+
     def solver_keys(self) -> list[str]:
         return [s.key for s in self.solvers]
 
     def compute_dict(self) -> dict[str, Any]:
         """The part of the spec that determines the numbers (plots and text excluded)."""
-        d = self.model_dump(include={"problem", "preset", "seed", "trials", "fixed", "axes", "solvers", "metrics"})
+        d = self.model_dump(include={"problem", "preset", "seed", "trials", "fixed", "axes", "solvers", "metrics",
+                                     "record_trace"})
         for a in d["axes"]:
             a.pop("label", None)
         return d
@@ -164,7 +183,9 @@ class SweepSpec(_Model):
             return self
         q = self.quick
         axes = [Axis(name=a.name, values=q.axes.get(a.name, a.values), label=a.label) for a in self.axes]
-        return self.model_copy(update={"trials": q.trials or self.trials, "axes": axes})
+        solvers = [s.model_copy(update={"where": q.solver_where[s.key]}) if s.key in q.solver_where else s
+                   for s in self.solvers]
+        return self.model_copy(update={"trials": q.trials or self.trials, "axes": axes, "solvers": solvers})
 
 
 def _loc(loc: tuple) -> str:
@@ -205,6 +226,9 @@ def _check_semantics(spec: SweepSpec) -> None:
     available = solvers_for(spec.problem)
     keys = spec.solver_keys()
     for i, s in enumerate(spec.solvers):
+        for k in s.where:
+            if k not in axis_names:
+                raise SpecError(f"solvers[{i}].where.{k}: not an axis")
         if s.name not in available:
             raise SpecError(
                 f"solvers[{i}].name: no solver {s.name!r} for {spec.problem} "
@@ -223,7 +247,9 @@ def _check_semantics(spec: SweepSpec) -> None:
             raise SpecError(f"plots[{i}].name: {p.name!r} is used twice")
         if p.x not in axis_names:
             raise SpecError(f"plots[{i}].x: {p.x!r} is not an axis (axes: {', '.join(axis_names) or 'none'})")
-        if p.y not in recorded:
+        if p.kind == "trace" and not spec.record_trace:
+            raise SpecError(f"plots[{i}].kind: a trace plot needs record_trace = true")
+        if p.y not in recorded and p.kind == "line":
             raise SpecError(f"plots[{i}].y: {p.y!r} is not a recorded metric (metrics: {', '.join(sorted(recorded))})")
         for k, v in p.where.items():
             ax = next((a for a in spec.axes if a.name == k), None)
@@ -235,6 +261,12 @@ def _check_semantics(spec: SweepSpec) -> None:
         for k in spec.quick.axes:
             if k not in axis_names:
                 raise SpecError(f"quick.axes.{k}: not an axis")
+        for k, where in spec.quick.solver_where.items():
+            if k not in keys:
+                raise SpecError(f"quick.solver_where.{k}: not a solver label")
+            for a in where:
+                if a not in axis_names:
+                    raise SpecError(f"quick.solver_where.{k}.{a}: not an axis")
 
 
 def parse_spec(text: str, source: str = "spec", check_registry: bool = True) -> SweepSpec:

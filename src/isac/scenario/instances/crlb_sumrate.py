@@ -217,6 +217,7 @@ def fang_preset(
     noise_dbm: float = 0.0,
     angle_range_rad: float = math.pi / 3,
     rcs_spread: str = "normal",
+    num_tx: int | None = None,
 ) -> CrlbSumrateInstance:
     r"""003's default setting (Sec. V) drawn from ``seed``.
 
@@ -228,7 +229,17 @@ def fang_preset(
     (the text says U(-2pi/3, 2pi/3)), and alpha_m = 0.1 (1 + 0.2 n) e^{j 2 pi u}
     with n ~ N(0, 1), u ~ U(0, 1) (the text has n ~ U(0, 1)). The ``fang-text``
     preset uses the text's values instead.
+
+    ``num_tx`` (for sweeps over N_t, Table I / Fig. 5) overrides ``tx_shape`` with a
+    ``(num_tx / 4) x 4`` UPA (4 vertical rows as in the default 4 x 4); it must be a
+    multiple of 4.
     """
+    if num_tx is not None:
+        if num_tx < 4 or num_tx % 4:
+            raise ValueError(f"num_tx must be a positive multiple of 4, got {num_tx}")
+        tx_shape = (num_tx // 4, 4)
+    if rcs_spread not in ("normal", "uniform"):
+        raise ValueError(f"rcs_spread must be 'normal' or 'uniform', got {rcs_spread!r}")
     rng = make_rng(seed)
     nt = tx_shape[0] * tx_shape[1]
     ns = nt if num_sensing_streams is None else num_sensing_streams
