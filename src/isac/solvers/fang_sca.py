@@ -68,6 +68,7 @@ class _Batch:
     basis: torch.Tensor | None = None  # sca-lowdim: N [B, Nt, K+3M]
     gram: torch.Tensor | None = None  # N^H N
     gram_pinv: torch.Tensor | None = None  # (N^H N)^+
+    cache: dict[str, torch.Tensor] | None = None  # W-independent constants, see _constants
 
     @classmethod
     def stack(cls, insts: list[CrlbSumrateInstance]) -> _Batch:
@@ -94,10 +95,33 @@ class _Batch:
 
     def select(self, idx: torch.Tensor) -> _Batch:
         opt = [None if t is None else t[idx] for t in (self.basis, self.gram, self.gram_pinv)]
-        return _Batch(self.H[idx], self.noise_c[idx],
-                      FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
-                      self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
-                      *opt)
+        out = _Batch(self.H[idx], self.noise_c[idx],
+                     FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
+                     self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
+                     *opt)
+        if self.cache is not None:
+            batched = ("gram_u", "gram_u_t", "v_conj", "v_t", "scale", "h_herm")
+            out.cache = {k: (v[idx] if k in batched else v) for k, v in self.cache.items()}
+        return out
+
+
+def _constants(b: _Batch) -> dict[str, torch.Tensor]:
+    """Per-batch quantities that do not depend on W (computed once per solve)."""
+    if b.cache is None:
+        u, v = b.derivs.left, b.derivs.right
+        n, p, r = u.shape[0], u.shape[-3], u.shape[-2]
+        uf = u.reshape(n, p * r, u.shape[-1])
+        vf = v.reshape(n, p * r, v.shape[-1])
+        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        k = b.H.shape[-1]
+        off = torch.ones(k, 0, dtype=torch.float64)  # placeholder, widened per W below
+        b.cache = {
+            "gram_u": gram_u, "gram_u_t": gram_u.transpose(-2, -1).contiguous(), "v_conj": vf.conj(),
+            "v_t": vf.transpose(-2, -1).contiguous(), "rep": torch.arange(p).repeat_interleave(r),
+            "scale": 2.0 * b.snapshots / b.noise_s, "h_herm": hermitian(b.H), "off": off,
+            "shape": torch.tensor([p, r]),
+        }
+    return b.cache
 
 
 def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,28 +129,40 @@ def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor
 
     The gradient is :math:`\partial f/\partial\Re\mathbf W + j\,\partial f/\partial\Im\mathbf W`.
     Also returns ``sigma2`` (:math:`\beta_k`, eq. (16c)) and ``Q`` for the shift :math:`\lambda`.
+    The FIM and Q are the engine's formulas (:func:`isac.metrics.fim.fisher_information`,
+    :func:`isac.metrics.fim.crb_trace_covariance_gradient`) with the W-independent Gram
+    matrices hoisted out of the loop; the tests check both against the engine and autograd.
     """
+    c = _constants(b)
     k = b.H.shape[-1]
-    hw = hermitian(b.H) @ W  # [B, K, S]: h_k^H w_j
+    hw = c["h_herm"] @ W  # [B, K, S]: h_k^H w_j
     gains = hw.real**2 + hw.imag**2
     total = gains.sum(-1) + b.noise_c[:, None]  # T_k
     signal = torch.diagonal(gains[..., :k], dim1=-2, dim2=-1)
     interf = total - signal  # I_k
     rates = torch.log1p(signal / interf)
     # d/dW of sum_k log T_k - log I_k, column j of user k's term: h_k h_k^H w_j (1/T_k - [j != k]/I_k).
-    coef = (1.0 / total)[..., None] - (1.0 / interf)[..., None] * torch.ones_like(gains)
-    eye = torch.zeros_like(gains)
-    eye[..., :k] = torch.eye(k, dtype=gains.dtype)
-    coef = coef + eye * (1.0 / interf)[..., None]
+    if c["off"].shape[-1] != W.shape[-1]:
+        off = torch.ones(k, W.shape[-1], dtype=torch.float64)
+        off[:, :k] -= torch.eye(k, dtype=torch.float64)
+        c["off"] = off
+    coef = (1.0 / total)[..., None] - (1.0 / interf)[..., None] * c["off"]
     grad_c = 2.0 * b.H @ (coef * hw)
-    fim = fisher_information(b.derivs, beams=W, snapshots=b.snapshots, noise_power_w=b.noise_s)
-    eye_f = torch.eye(fim.shape[-1], dtype=fim.dtype).expand_as(fim)
-    inv, info = torch.linalg.solve_ex(fim, eye_f)
+    p, r = (int(x) for x in c["shape"])
+    vw = c["v_conj"] @ W  # [B, PR, S]: v_i^H W
+    prod = ((vw @ hermitian(vw)) * c["gram_u_t"]).real
+    fim = prod.reshape(-1, p, r, p, r).sum(dim=(2, 4)) * c["scale"][:, None, None]
+    fim = 0.5 * (fim + fim.transpose(-2, -1))
+    inv, info = torch.linalg.inv_ex(fim)
     crlb = torch.diagonal(inv, dim1=-2, dim2=-1).sum(-1)
     singular = (info != 0) | ~torch.isfinite(crlb) | (crlb <= 0)
     crlb = torch.where(singular, torch.full_like(crlb, math.inf), crlb)
-    Q = crb_trace_covariance_gradient(b.derivs, torch.where(singular[:, None, None], eye_f, fim),
-                                      snapshots=b.snapshots, noise_power_w=b.noise_s)
+    inv = torch.where(singular[:, None, None], torch.zeros_like(inv), inv)
+    phi = inv @ inv
+    rep = c["rep"]
+    mid = phi[:, rep][:, :, rep].to(vw.dtype) * c["gram_u"] * c["scale"][:, None, None]
+    Q = c["v_t"] @ mid @ c["v_conj"]
+    Q = 0.5 * (Q + hermitian(Q))
     grad_s = 2.0 * Q @ W
     dc = b.delta_c[:, None, None]
     ds = b.delta_s[:, None, None]
@@ -262,11 +298,17 @@ class SCA(Solver):
                 messages[i] = "the initial point gives a singular FIM (tr(F^-1) = inf)"
         active = torch.tensor([i for i in range(n) if statuses[i] is not Status.NUMERICAL_ERROR], dtype=torch.long)
         scale = torch.ones(n, dtype=torch.float64)
+        last_size = n
         for it in range(1, self.max_iterations + 1):
             if active.numel() == 0:
                 break
-            sub = b.select(active)
-            pa = {k: v[active] for k, v in parts.items()}
+            full = active.numel() == n
+            if not full and active.numel() != last_size:
+                sub = b.select(active)  # shrink the batch only when an instance finishes
+                last_size = active.numel()
+            elif full:
+                sub = b
+            pa = parts if full else {k: v[active] for k, v in parts.items()}
             X_new = self._project(sub, self._step_direction(sub, X[active], pa, scale[active]))
             new_parts = objective_and_gradient(sub, self._to_w(sub, X_new))
             f_new = new_parts["objective"]
