@@ -20,7 +20,7 @@ from isac.experiments import analysis, reproduce
 from isac.experiments.runner import run_sweep, trial_seeds
 from isac.experiments.spec import SpecError, load_spec, parse_spec
 from isac.experiments.store import ResultStore, StoreError
-from isac.solvers.base import Solver, Status
+from isac.solvers.base import Solver
 from isac.solvers.registry import register_solver
 
 REPO = Path(__file__).resolve().parents[1]

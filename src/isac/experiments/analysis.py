@@ -103,6 +103,19 @@ def _sort_x(x: Any) -> tuple:
     return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
 
 
+def _save(fig, plot: Plot, out_dir: Path) -> list[Path]:
+    """Write ``<plot.name>.png`` and ``.pdf`` and close the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
+    for f in files:
+        fig.savefig(f, dpi=150)
+    plt.close(fig)
+    return files
+
+
 def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
     """Draw one plot as PNG and PDF; returns the files written."""
     import matplotlib
@@ -137,13 +150,7 @@ def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> l
     ax.grid(True, alpha=0.3, which="both")
     if series:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
-    for f in files:
-        fig.savefig(f, dpi=150)
-    plt.close(fig)
-    return files
+    return _save(fig, plot, out_dir)
 
 
 def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, list[float]]:
@@ -184,13 +191,7 @@ def draw_trace(curves: Mapping[str, list[float]], spec: SweepSpec, plot: Plot, o
     ax.grid(True, alpha=0.3)
     if curves:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
-    for f in files:
-        fig.savefig(f, dpi=150)
-    plt.close(fig)
-    return files
+    return _save(fig, plot, out_dir)
 
 
 def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:

@@ -26,8 +26,6 @@ def bench_fang(
     tolerance: float = 1e-8,
     echo: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    import torch
-
     from isac.scenario.instances.crlb_sumrate import fang_preset
     from isac.solvers.registry import get_solver
 
@@ -65,7 +63,6 @@ def bench_fang(
         for r in rows:
             if r["num_tx"] == nt:
                 r["speedup_vs_sca"] = base / r["time_s"]
-    del torch
     return rows
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import torch
 
 from isac.tensors import COMPLEX, DTypeError
-from isac.units import LN2
 
 
 def _gains(H: torch.Tensor, W: torch.Tensor) -> torch.Tensor:

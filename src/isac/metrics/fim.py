@@ -63,6 +63,18 @@ class FactoredDerivatives:
     def num_parameters(self) -> int:
         return self.left.shape[-3]
 
+    def flattened(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(U [..., PR, Nr], V [..., PR, Nt], gram_U [..., PR, PR])`` with ``gram_U[i, j] = u_i^H u_j``.
+
+        Row ``p * R + r`` holds term r of parameter p. ``gram_U`` does not depend on the
+        transmit signal, so iterative solvers can compute it once.
+        """
+        u, v = self.left, self.right
+        pr = u.shape[-3] * u.shape[-2]
+        uf = u.reshape(*u.shape[:-3], pr, u.shape[-1])
+        vf = v.reshape(*v.shape[:-3], pr, v.shape[-1])
+        return uf, vf, uf.conj() @ uf.transpose(-2, -1)
+
     def dense(self) -> torch.Tensor:
         """``dG [..., P, Nr, Nt]``."""
         return torch.einsum("...pri,...prj->...pij", self.left, self.right.conj())
@@ -99,11 +111,8 @@ def fisher_information(
         noise_power_w, dtype=torch.float64
     )
     if isinstance(derivatives, FactoredDerivatives):
-        u, v = derivatives.left, derivatives.right
-        p, r = u.shape[-3], u.shape[-2]
-        uf = u.reshape(*u.shape[:-3], p * r, u.shape[-1])
-        vf = v.reshape(*v.shape[:-3], p * r, v.shape[-1])
-        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        p, r = derivatives.left.shape[-3], derivatives.left.shape[-2]
+        _, vf, gram_u = derivatives.flattened()
         if beams is not None:
             vw = vf.conj() @ x  # [..., PR, S]: v_i^H W
             gram_v = vw @ hermitian(vw)  # (i, j) = v_i^H R v_j
@@ -204,11 +213,8 @@ def crb_trace_covariance_gradient(
     phi = inv @ inv
     phi = 0.5 * (phi + phi.transpose(-2, -1))
     if isinstance(derivatives, FactoredDerivatives):
-        u, v = derivatives.left, derivatives.right
-        p, r = u.shape[-3], u.shape[-2]
-        uf = u.reshape(*u.shape[:-3], p * r, u.shape[-1])
-        vf = v.reshape(*v.shape[:-3], p * r, v.shape[-1])
-        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        r = derivatives.left.shape[-2]
+        _, vf, gram_u = derivatives.flattened()
         phi_e = phi.repeat_interleave(r, dim=-1).repeat_interleave(r, dim=-2).to(gram_u.dtype)
         q = vf.transpose(-2, -1) @ (phi_e * gram_u) @ vf.conj()
     else:

@@ -38,13 +38,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-import numpy as np
 import torch
 
 from isac.metrics.bounds.fang import fang_derivatives
-from isac.metrics.fim import FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
+from isac.metrics.fim import FactoredDerivatives
 from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
 from isac.scenario.random import complex_normal, make_rng
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
@@ -108,11 +107,8 @@ class _Batch:
 def _constants(b: _Batch) -> dict[str, torch.Tensor]:
     """Per-batch quantities that do not depend on W (computed once per solve)."""
     if b.cache is None:
-        u, v = b.derivs.left, b.derivs.right
-        n, p, r = u.shape[0], u.shape[-3], u.shape[-2]
-        uf = u.reshape(n, p * r, u.shape[-1])
-        vf = v.reshape(n, p * r, v.shape[-1])
-        gram_u = uf.conj() @ uf.transpose(-2, -1)  # (i, j) = u_i^H u_j
+        p, r = b.derivs.left.shape[-3], b.derivs.left.shape[-2]
+        _, vf, gram_u = b.derivs.flattened()
         k = b.H.shape[-1]
         off = torch.ones(k, 0, dtype=torch.float64)  # placeholder, widened per W below
         b.cache = {
