@@ -23,15 +23,17 @@ Stopping rule: stop when the objective (11) changes by at most
 ``tolerance * max(|f|, 1e-12)`` from one iteration to the next (the test of Algorithm 1's
 "until the objective value converges"); otherwise ``MAX_ITERATIONS``.
 
-``sca-lowdim`` (Prop. 5, eqs. (38)-(40)): :math:`\mathbf W=\mathbf N\mathbf P` with
-:math:`\mathbf N=[\mathbf H,\mathbf A,\dot{\mathbf A}_\theta,\dot{\mathbf A}_\phi]` (:math:`N_t\times(K+3M)`),
-:math:`\mathbf P\in\mathbb C^{(K+3M)\times(K+N_s)}`; the same projected step is taken in
-:math:`\mathbf P` with the gradient :math:`\mathbf N^H\nabla f` and the power
-:math:`\mathrm{tr}(\mathbf P^H\mathbf N^H\mathbf N\mathbf P)`, i.e. in the metric of
-:math:`\mathbf N^H\mathbf N`: :math:`\mathbf P\leftarrow\Pi(\lambda\mathbf P+\tfrac12(\mathbf N^H\mathbf N)^{-1}\mathbf N^H\nabla f)`.
-When :math:`\mathbf N^H\mathbf N` is ill-conditioned (K + 3M close to N_t, or targets close in angle)
-the step is less stable than the full-dimensional one; the solver then falls back to
-the pseudo-inverse and reports it in the message.
+``sca-lowdim`` (Prop. 5, eqs. (38)-(40)): :math:`\mathbf W=\mathbf U\mathbf P` with
+:math:`\mathbf U` an orthonormal basis of the range of
+:math:`\mathbf N=[\mathbf H,\mathbf A,\dot{\mathbf A}_\theta,\dot{\mathbf A}_\phi]` (:math:`N_t\times(K+3M)`).
+The paper writes :math:`\mathbf W=\mathbf N\mathbf P` and steps in the metric of
+:math:`\mathbf N^H\mathbf N` (eq. (40)); an orthonormal basis of the same range gives the same
+feasible set without inverting :math:`\mathbf N^H\mathbf N` (ill-conditioned when targets are
+close in angle), and turns the problem in P into problem (11) with the effective channels
+:math:`\mathbf U^H\mathbf H`, :math:`\mathbf U^H\mathbf a`, ... and :math:`N_t` replaced by
+:math:`\min(N_t, K+3M)`: Algorithm 1 runs unchanged on it, at a per-iteration cost independent of
+:math:`N_t`. The shift :math:`\lambda` is then that of the reduced problem (never larger than the
+full one's, so the steps are at least as long).
 """
 
 from __future__ import annotations
@@ -64,9 +66,7 @@ class _Batch:
     delta_c: torch.Tensor  # [B]
     delta_s: torch.Tensor  # [B]
     p_max: torch.Tensor  # [B]
-    basis: torch.Tensor | None = None  # sca-lowdim: N [B, Nt, K+3M]
-    gram: torch.Tensor | None = None  # N^H N
-    gram_pinv: torch.Tensor | None = None  # (N^H N)^+
+    basis: torch.Tensor | None = None  # sca-lowdim: orthonormal basis U [B, Nt, r] of range(N)
     cache: dict[str, torch.Tensor] | None = None  # W-independent constants, see _constants
 
     @classmethod
@@ -93,7 +93,7 @@ class _Batch:
         )
 
     def select(self, idx: torch.Tensor) -> _Batch:
-        opt = [None if t is None else t[idx] for t in (self.basis, self.gram, self.gram_pinv)]
+        opt = [None if self.basis is None else self.basis[idx]]
         out = _Batch(self.H[idx], self.noise_c[idx],
                      FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
                      self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
@@ -216,7 +216,7 @@ class SCA(Solver):
     problems: ClassVar[tuple[str, ...]] = (PROBLEM,)
     description: ClassVar[str] = "003 Alg. 1: two-layer SCA / projected gradient ascent (eqs. 25-30)"
 
-    max_iterations: int = 2000
+    max_iterations: int = 20000
     tolerance: float = 1e-8
     power_constraint: Literal["total", "per-antenna"] = "total"
     step: Literal["paper", "adaptive"] = "paper"
@@ -268,6 +268,10 @@ class SCA(Solver):
 
     def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         return X
+
+    def _finish(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
+        """The beamformers W ``[B, Nt, K+Ns]`` from the final iterate."""
+        return self._to_w(b, X)
 
     def _step_direction(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor],
                         scale: torch.Tensor) -> torch.Tensor:
@@ -351,20 +355,26 @@ class SCA(Solver):
                 else:
                     keep.append(idx)
             active = torch.tensor(keep, dtype=torch.long)
-        W = self._to_w(b, X)
+        W = self._finish(b, X)
         return statuses, messages, [W[i] for i in range(n)], traces, iters
 
 
 @register_solver
 @dataclass
 class SCALowDim(SCA):
-    """Prop. 5 of 003: the SCA step on P with W = N P, N = [H, A, dA/dtheta, dA/dphi].
+    """Prop. 5 of 003: Algorithm 1 on the low-dimensional variable, W = U P.
 
-    Options as ``sca`` (``power_constraint`` must be "total").
+    U ``[Nt, r]`` is an orthonormal basis of the range of N = [H, A, dA/dtheta, dA/dphi]
+    (r = min(Nt, K + 3M), from the SVD of N). Every quantity of problem (11) depends on W only
+    through h_k^H W and v^H W with v in {a, da/dtheta, da/dphi}, all in range(N), so the problem
+    in P is problem (11) itself with the effective channels U^H H and U^H v and N_t replaced by r
+    (the paper's "transformed counterparts"); the per-iteration cost no longer grows with N_t.
+    Options as ``sca`` (``power_constraint`` must be "total", as the change of basis does not
+    preserve per-antenna powers).
     """
 
     name: ClassVar[str] = "sca-lowdim"
-    description: ClassVar[str] = "003 Prop. 5: SCA on the low-dimensional variable P, W = N P (eqs. 38-40)"
+    description: ClassVar[str] = "003 Prop. 5: Algorithm 1 on P with W = U P, U a basis of range[H, A, dA] (eqs. 38-40)"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -379,35 +389,18 @@ class SCALowDim(SCA):
 
     def _prepare(self, b: _Batch, insts) -> None:
         N = torch.stack([self.basis(i) for i in insts])
-        gram = hermitian(N) @ N
-        gram = 0.5 * (gram + hermitian(gram))
-        evals, evecs = torch.linalg.eigh(gram)
-        keep = evals > evals[..., -1:] * 1e-10
-        inv = torch.where(keep, 1.0 / evals, torch.zeros_like(evals))
-        b.basis, b.gram = N, gram
-        b.gram_pinv = (evecs * inv.to(evecs.dtype)[..., None, :]) @ hermitian(evecs)
-        self._rank_deficient = (~keep).any(-1)
+        r = min(N.shape[-2], N.shape[-1])
+        U = torch.linalg.svd(N, full_matrices=False)[0][..., :r]  # [B, Nt, r], orthonormal columns
+        b.basis = U
+        # The reduced problem: effective channels and right derivative factors U^H h, U^H v.
+        b.H = hermitian(U) @ b.H
+        b.derivs = FactoredDerivatives(b.derivs.left, b.derivs.right @ U.conj()[:, None])
+        b.cache = None
 
     def _initial(self, b: _Batch, insts) -> torch.Tensor:
-        # Least-squares coordinates of the full-dimensional initial point, rescaled to full power.
+        # Coordinates of the full-dimensional initial point in the basis, rescaled to full power.
         W0 = super()._initial(b, insts)
-        return self._project(b, b.gram_pinv @ hermitian(b.basis) @ W0)
+        return project(hermitian(b.basis) @ W0, b.p_max, False)
 
-    def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
+    def _finish(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         return b.basis @ X
-
-    def _step_direction(self, b: _Batch, P: torch.Tensor, parts: dict[str, torch.Tensor],
-                        scale: torch.Tensor) -> torch.Tensor:
-        grad_p = b.gram_pinv @ hermitian(b.basis) @ parts["grad"]
-        return (scale * shift(b, parts))[:, None, None] * P + 0.5 * grad_p
-
-    def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
-        power = (hermitian(step) @ b.gram @ step).diagonal(dim1=-2, dim2=-1).sum(-1).real
-        return step * torch.sqrt(b.p_max / power)[:, None, None]
-
-    def _run(self, insts):
-        statuses, messages, Ws, traces, iters = super()._run(insts)
-        for i in range(len(insts)):
-            if bool(self._rank_deficient[i]):
-                messages[i] += "; N has dependent columns (pseudo-inverse used)"
-        return statuses, messages, Ws, traces, iters

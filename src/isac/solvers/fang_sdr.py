@@ -239,6 +239,8 @@ class _SdrStep:
             with warnings.catch_warnings():
                 # "Solution may be inaccurate": reported through the status instead.
                 warnings.simplefilter("ignore", UserWarning)
+                # cvxpy's numeric re-evaluation of the sqrt term on slightly negative round-off.
+                warnings.simplefilter("ignore", RuntimeWarning)
                 self.problem.solve(**kwargs)
         except (cp.error.SolverError, ValueError, ArithmeticError) as e:
             return f"solver error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", math.nan, None
