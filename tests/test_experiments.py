@@ -345,3 +345,36 @@ def test_fang_paper_specs_are_valid_in_both_modes():
         assert len(specs) == 7
     quick = {s.name: s for s, _ in reproduce.paper_specs("fang", "quick")}
     assert quick["fang_table1_antennas"].trials < 100
+
+
+def test_tradeoff_plot_uses_per_point_statistics(tmp_path):
+    text = BASE + '\n[[plots]]\nname = "region"\nkind = "tradeoff"\nx = "crlb_trace"\ny = "sum_rate_nats"\nstat = "median"\n'
+    spec = parse_spec(text)
+    run_sweep(spec, text, tmp_path / "t.db")
+    rows = _rows(tmp_path / "t.db")
+    pts = analysis.tradeoff_points(rows, spec, spec.plots[1])
+    assert list(pts) == ["mrt", "zf"] and len(pts["mrt"]) == 2
+    params, x, y, n = pts["zf"][1]
+    sel = [r for r in rows if r["solver"] == "zf" and r["params"] == params]
+    assert n == 3 and params == {"p_max_dbm": 10}
+    assert x == pytest.approx(np.median([r["metrics"]["crlb_trace"] for r in sel]))
+    assert y == pytest.approx(np.median([r["metrics"]["sum_rate_nats"] for r in sel]))
+    files = analysis.plot_store(rows, spec, tmp_path / "p")
+    assert (tmp_path / "p" / "region.pdf") in files
+    assert "| zf |" in analysis.report(rows, spec, {}, tmp_path / "r").read_text()
+    with pytest.raises(SpecError, match="plots\\[1\\].x"):
+        parse_spec(text.replace('x = "crlb_trace"', 'x = "p_max_dbm"'))
+
+
+def test_quick_store_reopens_with_the_quick_spec(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "one.toml").write_text(BASE + "\n[quick]\ntrials = 1\naxes = { p_max_dbm = [10] }\n")
+    reproduce.register_paper(reproduce.Paper("test-paper-2", "t", ("one.toml",), spec_dir=specs))
+    try:
+        reproduce.reproduce("test-paper-2", "quick", tmp_path / "out", echo=lambda s: None)
+    finally:
+        reproduce._PAPERS.pop("test-paper-2")
+    st, spec = ResultStore.open_existing(tmp_path / "out" / "t-quick.db")
+    st.close()
+    assert spec.trials == 1 and spec.total_rows() == 2

@@ -194,12 +194,59 @@ def draw_trace(curves: Mapping[str, list[float]], spec: SweepSpec, plot: Plot, o
     return _save(fig, plot, out_dir)
 
 
+def tradeoff_points(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, list[tuple]]:
+    """Per solver: ``(point params, x statistic, y statistic, n)`` for each grid point, in grid order."""
+    stat = median_iqr if plot.stat == "median" else mean_ci
+    groups: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    params: dict[int, dict] = {}
+    for r in rows:
+        if any(r["params"].get(k) != v for k, v in plot.where.items()):
+            continue
+        if plot.include == "feasible" and not r["metrics"].get("feasible", False):
+            continue
+        x, y = _value(r, plot.x), _value(r, plot.y)
+        if x is None or y is None:
+            continue
+        groups[(r["solver"], r["point"])].append((x, y))
+        params[r["point"]] = r["params"]
+    out: dict[str, list[tuple]] = {}
+    for solver in spec.solver_keys():
+        pts = sorted(p for (s, p) in groups if s == solver)
+        out[solver] = [(params[p], stat([v[0] for v in groups[(solver, p)]])[0],
+                        stat([v[1] for v in groups[(solver, p)]])[0], len(groups[(solver, p)])) for p in pts]
+    return {k: v for k, v in out.items() if v}
+
+
+def draw_tradeoff(curves: Mapping[str, list[tuple]], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for name, pts in curves.items():
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", ms=4, label=name)
+    if plot.xlog:
+        ax.set_xscale("log")
+    if plot.ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(plot.xlabel or plot.x)
+    ax.set_ylabel(plot.ylabel or plot.y)
+    ax.set_title(plot.title or f"{spec.name}: {plot.y} vs {plot.x}", fontsize=10)
+    ax.grid(True, alpha=0.3, which="both")
+    if curves:
+        ax.legend(fontsize=8)
+    return _save(fig, plot, out_dir)
+
+
 def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     files: list[Path] = []
     for plot in spec.plots:
         if plot.kind == "trace":
             files += draw_trace(trace_curves(rows, spec, plot), spec, plot, out)
+        elif plot.kind == "tradeoff":
+            files += draw_tradeoff(tradeoff_points(rows, spec, plot), spec, plot, out)
         else:
             files += draw(aggregate(rows, spec, plot), spec, plot, out)
     return files
@@ -248,6 +295,17 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     if extra:
         lines += [extra.strip(), ""]
     for plot in spec.plots:
+        if plot.kind == "tradeoff":
+            pts = tradeoff_points(rows, spec, plot)
+            draw_tradeoff(pts, spec, plot, out)
+            lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
+                      f"{plot.stat.capitalize()} over trials at each grid point.", "",
+                      f"| solver | point | {plot.x} | {plot.y} | trials |", "|---|---|---|---|---|"]
+            for name, ps in pts.items():
+                for prm, x, y, n in ps:
+                    lines.append(f"| {name} | {prm} | {_fmt(x)} | {_fmt(y)} | {n} |")
+            lines.append("")
+            continue
         if plot.kind == "trace":
             curves = trace_curves(rows, spec, plot)
             draw_trace(curves, spec, plot, out)

@@ -21,7 +21,7 @@ from pathlib import Path
 from isac.experiments.analysis import export, report
 from isac.experiments.runner import SweepSummary, run_sweep
 from isac.experiments.spec import SpecError, SweepSpec, parse_spec
-from isac.experiments.store import ResultStore
+from isac.experiments.store import QUICK_MARKER, ResultStore
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def paper_specs(key: str, mode: str) -> list[tuple[SweepSpec, str]]:
     for name in paper.specs:
         text = _spec_text(paper, name)
         spec = parse_spec(text, f"{key}/{name}").with_mode(mode)
-        out.append((spec, text + f"\n# isac reproduce mode: {mode}\n"))
+        out.append((spec, text + (f"\n{QUICK_MARKER}\n" if mode == "quick" else "")))
     return out
 
 

@@ -100,9 +100,11 @@ class Plot(_Model):
     name: str
     x: str
     y: str
-    kind: Literal["line", "trace"] = "line"
+    kind: Literal["line", "trace", "tradeoff"] = "line"
     """``line``: mean of y against axis x; ``trace``: mean objective against iteration (needs
-    ``record_trace = true``), one line per solver and value of x."""
+    ``record_trace = true``), one line per solver and value of x; ``tradeoff``: metric y
+    against metric x (each point the statistic over trials at one grid point), one curve per
+    solver through the grid points in axis order (e.g. 003 Fig. 3's trade-off region)."""
     stat: Literal["mean", "median"] = "mean"
     """``mean`` with a 95 % Student-t interval, or ``median`` with the interquartile range."""
     title: str | None = None
@@ -245,11 +247,14 @@ def _check_semantics(spec: SweepSpec) -> None:
     for i, p in enumerate(spec.plots):
         if plot_names.count(p.name) > 1:
             raise SpecError(f"plots[{i}].name: {p.name!r} is used twice")
-        if p.x not in axis_names:
+        if p.kind == "tradeoff":
+            if p.x not in recorded:
+                raise SpecError(f"plots[{i}].x: {p.x!r} is not a recorded metric (a tradeoff plot has metrics on both axes)")
+        elif p.x not in axis_names:
             raise SpecError(f"plots[{i}].x: {p.x!r} is not an axis (axes: {', '.join(axis_names) or 'none'})")
         if p.kind == "trace" and not spec.record_trace:
             raise SpecError(f"plots[{i}].kind: a trace plot needs record_trace = true")
-        if p.y not in recorded and p.kind == "line":
+        if p.y not in recorded and p.kind in ("line", "tradeoff"):
             raise SpecError(f"plots[{i}].y: {p.y!r} is not a recorded metric (metrics: {', '.join(sorted(recorded))})")
         for k, v in p.where.items():
             ax = next((a for a in spec.axes if a.name == k), None)

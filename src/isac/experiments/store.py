@@ -53,6 +53,10 @@ ROW_FIELDS = ("point", "trial", "solver", "params", "seed", "instance_hash", "st
               "iterations", "time_s", "metrics")
 
 
+QUICK_MARKER = "# isac reproduce mode: quick"
+"""Last line of a spec text stored by ``isac reproduce --quick``."""
+
+
 class StoreError(ValueError):
     """A store that cannot be used as asked (wrong spec, not a store); one-line message."""
 
@@ -169,6 +173,8 @@ class ResultStore:
             raise StoreError(f"store {str(p)!r}: no manifest (not written by `isac sweep`)")
         try:
             spec = parse_spec(text, f"store {p.name}", check_registry=False)
+            if QUICK_MARKER in text:  # written by `isac reproduce --quick`: the quick overrides apply
+                spec = spec.with_mode("quick")
         except SpecError as e:
             store.close()
             raise StoreError(str(e)) from None
