@@ -73,7 +73,7 @@ from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
 from isac.solvers.base import Solver, Status
 from isac.solvers.baselines import mrt_directions, zf_directions
-from isac.solvers.registry import register_solver
+from isac.solvers.registry import register_solver, set_default_solver
 from isac.tensors import COMPLEX, hermitian
 
 SensingShape = Literal["window", "targets", "isotropic"]
@@ -226,3 +226,6 @@ class BeampatternMRT(_NullSpaceBaseline):
             msg = f"MRT needs {total:.6g} W to meet Gamma0 = {inst.sinr_db:g} dB, budget is {inst.power_w:.6g} W"
             return Status.INFEASIBLE, msg, _budget_point(inst, U, p), [], 1
         return Status.CONVERGED, "closed form", _assemble(inst, U, p, self.sensing_shape), [], 1
+
+
+set_default_solver(BEAMPATTERN_SINR, "zf")

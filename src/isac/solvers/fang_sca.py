@@ -50,7 +50,7 @@ from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
 from isac.scenario.random import complex_normal, make_rng
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
 from isac.solvers.baselines import mrt_directions
-from isac.solvers.registry import register_solver
+from isac.solvers.registry import register_solver, set_default_solver
 from isac.tensors import hermitian
 
 
@@ -411,3 +411,6 @@ class SCALowDim(SCA):
 
     def _finish(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         return b.basis @ X
+
+
+set_default_solver(PROBLEM, "sca")
