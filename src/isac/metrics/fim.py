@@ -30,6 +30,8 @@ batched over leading dimensions.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,8 +69,13 @@ class FactoredDerivatives:
         """``(U [..., PR, Nr], V [..., PR, Nt], gram_U [..., PR, PR])`` with ``gram_U[i, j] = u_i^H u_j``.
 
         Row ``p * R + r`` holds term r of parameter p. ``gram_U`` does not depend on the
-        transmit signal, so iterative solvers can compute it once.
+        transmit signal, so it is computed once per object: iterative solvers that evaluate
+        the FIM for many W reuse it.
         """
+        return self._flat
+
+    @functools.cached_property
+    def _flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         u, v = self.left, self.right
         pr = u.shape[-3] * u.shape[-2]
         uf = u.reshape(*u.shape[:-3], pr, u.shape[-1])
@@ -192,6 +199,7 @@ def crb_trace_covariance_gradient(
     *,
     snapshots: int | float | torch.Tensor,
     noise_power_w: float | torch.Tensor,
+    inverse: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""Hermitian :math:`\mathbf Q` ``[..., Nt, Nt]`` with :math:`d\,\mathrm{tr}(\mathbf F^{-1}) = -\Re\,\mathrm{tr}(\mathbf Q\,d\mathbf R_x)`.
 
@@ -207,16 +215,19 @@ def crb_trace_covariance_gradient(
     (= :math:`2\,\partial f/\partial\mathbf W^*`, torch's) is :math:`2\mathbf Q\mathbf W`
     (003 Prop. 3 writes it :math:`(\mathbf Q+\mathbf Q^H)\mathbf W`; its printed blocks (24) are
     garbled, this is the derivation it stands for).
+
+    ``inverse``: :math:`\mathbf F^{-1}` when the caller already has it (then ``fim`` is not inverted again).
     """
     scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
-    inv = torch.linalg.inv(fim)
+    inv = torch.linalg.inv(fim) if inverse is None else inverse
     phi = inv @ inv
     phi = 0.5 * (phi + phi.transpose(-2, -1))
     if isinstance(derivatives, FactoredDerivatives):
-        r = derivatives.left.shape[-2]
+        p, r = derivatives.left.shape[-3], derivatives.left.shape[-2]
         _, vf, gram_u = derivatives.flattened()
-        phi_e = phi.repeat_interleave(r, dim=-1).repeat_interleave(r, dim=-2).to(gram_u.dtype)
-        q = vf.transpose(-2, -1) @ (phi_e * gram_u) @ vf.conj()
+        # (Phi expanded to the PR x PR term grid) * gram_U, via broadcasting over the term indices.
+        grid = gram_u.reshape(*gram_u.shape[:-2], p, r, p, r) * phi.to(gram_u.dtype)[..., :, None, :, None]
+        q = vf.transpose(-2, -1) @ grid.reshape(gram_u.shape) @ vf.conj()
     else:
         dg = derivatives
         q = torch.einsum("...pq,...qai,...paj->...ij", phi.to(dg.dtype), dg.conj(), dg)

@@ -45,7 +45,7 @@ from typing import ClassVar, Literal
 import torch
 
 from isac.metrics.bounds.fang import fang_derivatives
-from isac.metrics.fim import FactoredDerivatives
+from isac.metrics.fim import FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
 from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
 from isac.scenario.random import complex_normal, make_rng
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
@@ -67,7 +67,6 @@ class _Batch:
     delta_s: torch.Tensor  # [B]
     p_max: torch.Tensor  # [B]
     basis: torch.Tensor | None = None  # sca-lowdim: orthonormal basis U [B, Nt, r] of range(N)
-    cache: dict[str, torch.Tensor] | None = None  # W-independent constants, see _constants
 
     @classmethod
     def stack(cls, insts: list[CrlbSumrateInstance]) -> _Batch:
@@ -93,31 +92,10 @@ class _Batch:
         )
 
     def select(self, idx: torch.Tensor) -> _Batch:
-        opt = [None if self.basis is None else self.basis[idx]]
-        out = _Batch(self.H[idx], self.noise_c[idx],
-                     FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
-                     self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
-                     *opt)
-        if self.cache is not None:
-            batched = ("gram_u", "gram_u_t", "v_conj", "v_t", "scale", "h_herm")
-            out.cache = {k: (v[idx] if k in batched else v) for k, v in self.cache.items()}
-        return out
-
-
-def _constants(b: _Batch) -> dict[str, torch.Tensor]:
-    """Per-batch quantities that do not depend on W (computed once per solve)."""
-    if b.cache is None:
-        p, r = b.derivs.left.shape[-3], b.derivs.left.shape[-2]
-        _, vf, gram_u = b.derivs.flattened()
-        k = b.H.shape[-1]
-        off = torch.ones(k, 0, dtype=torch.float64)  # placeholder, widened per W below
-        b.cache = {
-            "gram_u": gram_u, "gram_u_t": gram_u.transpose(-2, -1).contiguous(), "v_conj": vf.conj(),
-            "v_t": vf.transpose(-2, -1).contiguous(), "rep": torch.arange(p).repeat_interleave(r),
-            "scale": 2.0 * b.snapshots / b.noise_s, "h_herm": hermitian(b.H), "off": off,
-            "shape": torch.tensor([p, r]),
-        }
-    return b.cache
+        return _Batch(self.H[idx], self.noise_c[idx],
+                      FactoredDerivatives(self.derivs.left[idx], self.derivs.right[idx]),
+                      self.snapshots[idx], self.noise_s[idx], self.delta_c[idx], self.delta_s[idx], self.p_max[idx],
+                      None if self.basis is None else self.basis[idx])
 
 
 def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -125,40 +103,27 @@ def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor
 
     The gradient is :math:`\partial f/\partial\Re\mathbf W + j\,\partial f/\partial\Im\mathbf W`.
     Also returns ``sigma2`` (:math:`\beta_k`, eq. (16c)) and ``Q`` for the shift :math:`\lambda`.
-    The FIM and Q are the engine's formulas (:func:`isac.metrics.fim.fisher_information`,
-    :func:`isac.metrics.fim.crb_trace_covariance_gradient`) with the W-independent Gram
-    matrices hoisted out of the loop; the tests check both against the engine and autograd.
+    The FIM and Q come from the engine; its W-independent Gram matrix is computed once per
+    batch (cached on ``b.derivs``).
     """
-    c = _constants(b)
     k = b.H.shape[-1]
-    hw = c["h_herm"] @ W  # [B, K, S]: h_k^H w_j
+    hw = hermitian(b.H) @ W  # [B, K, S]: h_k^H w_j
     gains = hw.real**2 + hw.imag**2
     total = gains.sum(-1) + b.noise_c[:, None]  # T_k
     signal = torch.diagonal(gains[..., :k], dim1=-2, dim2=-1)
     interf = total - signal  # I_k
     rates = torch.log1p(signal / interf)
     # d/dW of sum_k log T_k - log I_k, column j of user k's term: h_k h_k^H w_j (1/T_k - [j != k]/I_k).
-    if c["off"].shape[-1] != W.shape[-1]:
-        off = torch.ones(k, W.shape[-1], dtype=torch.float64)
-        off[:, :k] -= torch.eye(k, dtype=torch.float64)
-        c["off"] = off
-    coef = (1.0 / total)[..., None] - (1.0 / interf)[..., None] * c["off"]
+    coef = (1.0 / total - 1.0 / interf)[..., None].repeat(1, 1, W.shape[-1])
+    torch.diagonal(coef[..., :k], dim1=-2, dim2=-1).add_(1.0 / interf)
     grad_c = 2.0 * b.H @ (coef * hw)
-    p, r = (int(x) for x in c["shape"])
-    vw = c["v_conj"] @ W  # [B, PR, S]: v_i^H W
-    prod = ((vw @ hermitian(vw)) * c["gram_u_t"]).real
-    fim = prod.reshape(-1, p, r, p, r).sum(dim=(2, 4)) * c["scale"][:, None, None]
-    fim = 0.5 * (fim + fim.transpose(-2, -1))
+    fim = fisher_information(b.derivs, beams=W, snapshots=b.snapshots, noise_power_w=b.noise_s)
     inv, info = torch.linalg.inv_ex(fim)
     crlb = torch.diagonal(inv, dim1=-2, dim2=-1).sum(-1)
     singular = (info != 0) | ~torch.isfinite(crlb) | (crlb <= 0)
     crlb = torch.where(singular, torch.full_like(crlb, math.inf), crlb)
     inv = torch.where(singular[:, None, None], torch.zeros_like(inv), inv)
-    phi = inv @ inv
-    rep = c["rep"]
-    mid = phi[:, rep][:, :, rep].to(vw.dtype) * c["gram_u"] * c["scale"][:, None, None]
-    Q = c["v_t"] @ mid @ c["v_conj"]
-    Q = 0.5 * (Q + hermitian(Q))
+    Q = crb_trace_covariance_gradient(b.derivs, fim, snapshots=b.snapshots, noise_power_w=b.noise_s, inverse=inv)
     grad_s = 2.0 * Q @ W
     dc = b.delta_c[:, None, None]
     ds = b.delta_s[:, None, None]
@@ -402,7 +367,6 @@ class SCALowDim(SCA):
         # The reduced problem: effective channels and right derivative factors U^H h, U^H v.
         b.H = hermitian(U) @ b.H
         b.derivs = FactoredDerivatives(b.derivs.left, b.derivs.right @ U.conj()[:, None])
-        b.cache = None
 
     def _initial(self, b: _Batch, insts) -> torch.Tensor:
         # Coordinates of the full-dimensional initial point in the basis, rescaled to full power.
