@@ -75,7 +75,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) ->
     order = {s: i for i, s in enumerate(spec.solver_keys())}
     for r in rows:
         params = r["params"]
-        if any(params.get(k) != v for k, v in plot.where.items()):
+        if not _in_plot(plot, params):
             continue
         series = r["solver"] + "".join(f", {k}={params.get(k)}" for k in others)
         key = (series, params.get(plot.x))
@@ -103,10 +103,36 @@ def _sort_x(x: Any) -> tuple:
     return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
 
 
-def _save(fig, plot: Plot, out_dir: Path) -> list[Path]:
-    """Write ``<plot.name>.png`` and ``.pdf`` and close the figure."""
+def _in_plot(plot: Plot, params: Mapping[str, Any]) -> bool:
+    """Whether a row's point satisfies the plot's ``where`` pins."""
+    return all(params.get(k) == v for k, v in plot.where.items())
+
+
+def _axes():
+    """A fresh figure and axes on the non-interactive backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(5.5, 3.8))
+
+
+def _finish(fig, ax, plot: Plot, out_dir: Path, *, xlabel: str, ylabel: str, title: str, legend: bool,
+            scale: str = "log", grid_which: str = "both", legend_size: int = 8) -> list[Path]:
+    """Scales, labels, grid and legend, then write ``<plot.name>.png`` and ``.pdf`` and close the figure."""
+    import matplotlib.pyplot as plt
+
+    if plot.xlog:
+        ax.set_xscale(scale)
+    if plot.ylog:
+        ax.set_yscale(scale)
+    ax.set_xlabel(plot.xlabel or xlabel)
+    ax.set_ylabel(plot.ylabel or ylabel)
+    ax.set_title(plot.title or title, fontsize=10)
+    ax.grid(True, alpha=0.3, which=grid_which)
+    if legend:
+        ax.legend(fontsize=legend_size)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / f"{plot.name}.png", out_dir / f"{plot.name}.pdf"]
@@ -118,13 +144,8 @@ def _save(fig, plot: Plot, out_dir: Path) -> list[Path]:
 
 def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
     """Draw one plot as PNG and PDF; returns the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     axis = next(a for a in spec.axes if a.name == plot.x)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _axes()
     series = list(dict.fromkeys(c.series for c in cells))
     numeric = all(isinstance(c.x, (int, float)) and not isinstance(c.x, bool) for c in cells)
     categories = list(dict.fromkeys(c.x for c in cells))
@@ -140,17 +161,8 @@ def draw(cells: Sequence[Cell], spec: SweepSpec, plot: Plot, out_dir: Path) -> l
                             linewidth=0)
     if not numeric:
         ax.set_xticks(range(len(categories)), [str(c) for c in categories])
-    if plot.xlog:
-        ax.set_xscale("log")
-    if plot.ylog:
-        ax.set_yscale("log")
-    ax.set_xlabel(plot.xlabel or axis.label or plot.x)
-    ax.set_ylabel(plot.ylabel or plot.y)
-    ax.set_title(plot.title or f"{spec.name}: {plot.y} vs {plot.x}", fontsize=10)
-    ax.grid(True, alpha=0.3, which="both")
-    if series:
-        ax.legend(fontsize=8)
-    return _save(fig, plot, out_dir)
+    return _finish(fig, ax, plot, out_dir, xlabel=axis.label or plot.x, ylabel=plot.y,
+                   title=f"{spec.name}: {plot.y} vs {plot.x}", legend=bool(series))
 
 
 def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, list[float]]:
@@ -158,7 +170,7 @@ def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot)
     groups: dict[str, list[list[float]]] = defaultdict(list)
     for r in rows:
         params = r["params"]
-        if any(params.get(k) != v for k, v in plot.where.items()):
+        if not _in_plot(plot, params):
             continue
         tr = r["metrics"].get("trace_objective")
         if not tr or r["status"] in FAILED_STATUSES:
@@ -173,25 +185,12 @@ def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot)
 
 
 def draw_trace(curves: Mapping[str, list[float]], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _axes()
     for name, ys in curves.items():
         ax.plot(range(len(ys)), ys, label=name)
-    if plot.xlog:
-        ax.set_xscale("symlog")
-    if plot.ylog:
-        ax.set_yscale("symlog")
-    ax.set_xlabel(plot.xlabel or "iteration")
-    ax.set_ylabel(plot.ylabel or "objective (mean over trials)")
-    ax.set_title(plot.title or f"{spec.name}: convergence", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(fontsize=7)
-    return _save(fig, plot, out_dir)
+    return _finish(fig, ax, plot, out_dir, xlabel="iteration", ylabel="objective (mean over trials)",
+                   title=f"{spec.name}: convergence", legend=bool(curves), scale="symlog", grid_which="major",
+                   legend_size=7)
 
 
 def tradeoff_points(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, list[tuple]]:
@@ -200,7 +199,7 @@ def tradeoff_points(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Pl
     groups: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
     params: dict[int, dict] = {}
     for r in rows:
-        if any(r["params"].get(k) != v for k, v in plot.where.items()):
+        if not _in_plot(plot, r["params"]):
             continue
         if plot.include == "feasible" and not r["metrics"].get("feasible", False):
             continue
@@ -218,37 +217,18 @@ def tradeoff_points(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Pl
 
 
 def draw_tradeoff(curves: Mapping[str, list[tuple]], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = _axes()
     for name, pts in curves.items():
         ax.plot([p[1] for p in pts], [p[2] for p in pts], marker="o", ms=4, label=name)
-    if plot.xlog:
-        ax.set_xscale("log")
-    if plot.ylog:
-        ax.set_yscale("log")
-    ax.set_xlabel(plot.xlabel or plot.x)
-    ax.set_ylabel(plot.ylabel or plot.y)
-    ax.set_title(plot.title or f"{spec.name}: {plot.y} vs {plot.x}", fontsize=10)
-    ax.grid(True, alpha=0.3, which="both")
-    if curves:
-        ax.legend(fontsize=8)
-    return _save(fig, plot, out_dir)
+    return _finish(fig, ax, plot, out_dir, xlabel=plot.x, ylabel=plot.y,
+                   title=f"{spec.name}: {plot.y} vs {plot.x}", legend=bool(curves))
 
 
 def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     files: list[Path] = []
     for plot in spec.plots:
-        if plot.kind == "trace":
-            files += draw_trace(trace_curves(rows, spec, plot), spec, plot, out)
-        elif plot.kind == "tradeoff":
-            files += draw_tradeoff(tradeoff_points(rows, spec, plot), spec, plot, out)
-        else:
-            files += draw(aggregate(rows, spec, plot), spec, plot, out)
+        files += render_plot(rows, spec, plot, out)[0]
     return files
 
 
@@ -274,6 +254,62 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _line_table(cells: Sequence[Cell], plot: Plot) -> list[str]:
+    lines = [(f"Median of `{plot.y}` with interquartile range over trials" if plot.stat == "median" else
+              f"Mean of `{plot.y}` with 95 % interval over trials")
+             + (f", where {', '.join(f'{k} = {v}' for k, v in plot.where.items())}" if plot.where else "")
+             + (", feasible trials only" if plot.include == "feasible" else "") + ".", ""]
+    xs = list(dict.fromkeys(c.x for c in sorted(cells, key=lambda c: _sort_x(c.x))))
+    series = list(dict.fromkeys(c.series for c in cells))
+    lines.append(f"| {plot.x} | " + " | ".join(series) + " |")
+    lines.append("|---|" + "---|" * len(series))
+    for x in xs:
+        row = []
+        for s in series:
+            c = next((c for c in cells if c.series == s and c.x == x), None)
+            if c is None or c.n == 0:
+                row.append("–")
+            else:
+                txt = _fmt(c.mean) + (f" [{_fmt(c.low)}, {_fmt(c.high)}]" if c.n > 1 else "")
+                row.append(txt + (f" ({c.dropped} dropped)" if c.dropped else ""))
+        lines.append(f"| {x} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _trace_table(curves: Mapping[str, list[float]], plot: Plot) -> list[str]:
+    lines = ["| series | iterations (longest trace) | first objective | final objective |", "|---|---|---|---|"]
+    for name, ys in curves.items():
+        lines.append(f"| {name} | {len(ys) - 1} | {_fmt(ys[0])} | {_fmt(ys[-1])} |")
+    return lines
+
+
+def _tradeoff_table(pts: Mapping[str, list[tuple]], plot: Plot) -> list[str]:
+    lines = [f"{plot.stat.capitalize()} over trials at each grid point.", "",
+             f"| solver | point | {plot.x} | {plot.y} | trials |", "|---|---|---|---|---|"]
+    for name, ps in pts.items():
+        for prm, x, y, n in ps:
+            lines.append(f"| {name} | {prm} | {_fmt(x)} | {_fmt(y)} | {n} |")
+    return lines
+
+
+# kind -> (aggregate the rows, draw the figure, markdown table of the same numbers)
+_KINDS = {
+    "line": (aggregate, draw, _line_table),
+    "trace": (trace_curves, draw_trace, _trace_table),
+    "tradeoff": (tradeoff_points, draw_tradeoff, _tradeoff_table),
+}
+
+
+def render_plot(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot,
+                out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Draw one plot (PNG + PDF) and return the files and its markdown report section."""
+    compute, drawer, table = _KINDS[plot.kind]
+    data = compute(rows, spec, plot)
+    files = drawer(data, spec, plot, out_dir)
+    section = [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", ""]
+    return files, section + table(data, plot) + [""]
+
+
 def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping[str, str], out_dir: str | Path,
            extra: str = "") -> Path:
     """Write ``report.md`` (tables per plot, failure list, manifest) and the plots beside it."""
@@ -295,48 +331,7 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     if extra:
         lines += [extra.strip(), ""]
     for plot in spec.plots:
-        if plot.kind == "tradeoff":
-            pts = tradeoff_points(rows, spec, plot)
-            draw_tradeoff(pts, spec, plot, out)
-            lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
-                      f"{plot.stat.capitalize()} over trials at each grid point.", "",
-                      f"| solver | point | {plot.x} | {plot.y} | trials |", "|---|---|---|---|---|"]
-            for name, ps in pts.items():
-                for prm, x, y, n in ps:
-                    lines.append(f"| {name} | {prm} | {_fmt(x)} | {_fmt(y)} | {n} |")
-            lines.append("")
-            continue
-        if plot.kind == "trace":
-            curves = trace_curves(rows, spec, plot)
-            draw_trace(curves, spec, plot, out)
-            lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
-                      "| series | iterations (longest trace) | first objective | final objective |", "|---|---|---|---|"]
-            for name, ys in curves.items():
-                lines.append(f"| {name} | {len(ys) - 1} | {_fmt(ys[0])} | {_fmt(ys[-1])} |")
-            lines.append("")
-            continue
-        cells = aggregate(rows, spec, plot)
-        draw(cells, spec, plot, out)
-        lines += [f"## {plot.title or plot.name}", "", f"![{plot.name}]({plot.name}.png)", "",
-                  (f"Median of `{plot.y}` with interquartile range over trials" if plot.stat == "median" else
-                   f"Mean of `{plot.y}` with 95 % interval over trials")
-                  + (f", where {', '.join(f'{k} = {v}' for k, v in plot.where.items())}" if plot.where else "")
-                  + (", feasible trials only" if plot.include == "feasible" else "") + ".", ""]
-        xs = list(dict.fromkeys(c.x for c in sorted(cells, key=lambda c: _sort_x(c.x))))
-        series = list(dict.fromkeys(c.series for c in cells))
-        lines.append(f"| {plot.x} | " + " | ".join(series) + " |")
-        lines.append("|---|" + "---|" * len(series))
-        for x in xs:
-            row = []
-            for s in series:
-                c = next((c for c in cells if c.series == s and c.x == x), None)
-                if c is None or c.n == 0:
-                    row.append("–")
-                else:
-                    txt = _fmt(c.mean) + (f" [{_fmt(c.low)}, {_fmt(c.high)}]" if c.n > 1 else "")
-                    row.append(txt + (f" ({c.dropped} dropped)" if c.dropped else ""))
-            lines.append(f"| {x} | " + " | ".join(row) + " |")
-        lines.append("")
+        lines += render_plot(rows, spec, plot, out)[1]
     if failed:
         lines += ["## Failed trials", "", "| point | trial | solver | status | message |", "|---|---|---|---|---|"]
         for r in failed[:50]:
