@@ -6,7 +6,9 @@ stderr, ``error: ...``, and exit code 2; never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -170,10 +172,12 @@ def demo_cmd(
     run_demo(out, trials=trials, echo=typer.echo)
 
 
+@contextlib.contextmanager
 def _progress_bar(enabled: bool):
-    """A rich progress bar as a ``progress(done, total)`` callback factory, or None."""
+    """While active, a rich progress bar; yields a factory ``name -> progress(done, total)``, or None."""
     if not enabled:
-        return None, None
+        yield None
+        return
     from rich.progress import (
         BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
     )
@@ -193,7 +197,16 @@ def _progress_bar(enabled: bool):
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
         return update
-    return bar, factory
+
+    with bar:
+        yield factory
+
+
+def _worker_count(workers: int) -> int:
+    """``--workers``: 0 means the number of CPUs, at most 8."""
+    if workers < 0:
+        raise UserError("--workers must be >= 0")
+    return workers or min(8, os.cpu_count() or 1)
 
 
 @app.command("sweep")
@@ -207,8 +220,6 @@ def sweep_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Run a sweep; resumes where a previous run of the same spec stopped."""
-    import os
-
     from isac.experiments.runner import run_sweep
     from isac.experiments.spec import load_spec
 
@@ -217,26 +228,17 @@ def sweep_cmd(
         raise UserError("give either --dask or --dask-local, not both")
     if dask_local is not None and dask_local < 1:
         raise UserError("--dask-local must be >= 1")
-    if workers < 0:
-        raise UserError("--workers must be >= 0")
-    n = workers or min(8, os.cpu_count() or 1)
+    n = _worker_count(workers)
     path = store or spec_file.with_suffix(".db")
-    bar, factory = _progress_bar(progress)
     try:
-        if bar is not None:
-            bar.start()
-        summary = run_sweep(spec, text, path, workers=n, dask_address=dask, dask_local=dask_local, new=new,
-                            progress=factory(spec.name) if factory else None)
+        with _progress_bar(progress) as factory:
+            summary = run_sweep(spec, text, path, workers=n, dask_address=dask, dask_local=dask_local, new=new,
+                                progress=factory(spec.name) if factory else None)
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.stop()
         typer.echo(f"interrupted; finished rows are saved in {path}; run the same command to continue", err=True)
         raise typer.Exit(130)
     except RuntimeError as e:
         raise UserError(str(e)) from None
-    finally:
-        if bar is not None:
-            bar.stop()
     typer.echo(summary.line())
 
 
@@ -308,22 +310,14 @@ def reproduce_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Regenerate a paper's tables and figures from its bundled sweep specs."""
-    import os
-
     from isac.experiments.reproduce import reproduce
 
     if quick and full:
         raise UserError("give --quick or --full, not both")
-    n = workers or min(8, os.cpu_count() or 1)
-    bar, factory = _progress_bar(progress)
-    try:
-        if bar is not None:
-            bar.start()
+    n = _worker_count(workers)
+    with _progress_bar(progress) as factory:
         reproduce(paper, "quick" if quick else "full", out or Path(f"reproduce-{paper}"), workers=n,
                   progress_factory=factory, echo=typer.echo)
-    finally:
-        if bar is not None:
-            bar.stop()
 
 
 @app.command("bench")
