@@ -87,19 +87,19 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
     from isac.solvers.registry import get_solver
 
     base = {"point": task["point"], "trial": task["trial"], "params": task["params"], "seed": task["seed"]}
+
+    def error_row(solver_key: str, ihash: str, message: str) -> dict[str, Any]:
+        return {**base, "solver": solver_key, "instance_hash": ihash, "status": ERROR, "message": message,
+                "iterations": 0, "time_s": 0.0,
+                "metrics": {**{m: math.nan for m in task["metrics"]}, "feasible": False}}
+
     try:
         inst = make_preset(task["problem"], task["preset"], task["seed"], **task["preset_kwargs"])
         ihash = instance_hash(inst)
     except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
-        msg = f"instance: {_one_line(e)}"
-        return [
-            {**base, "solver": s["key"], "instance_hash": "", "status": ERROR, "message": msg, "iterations": 0,
-             "time_s": 0.0, "metrics": {m: math.nan for m in task["metrics"]}}
-            for s in task["solvers"]
-        ]
+        return [error_row(s["key"], "", f"instance: {_one_line(e)}") for s in task["solvers"]]
     rows = []
     for s in task["solvers"]:
-        row = {**base, "solver": s["key"], "instance_hash": ihash}
         try:
             result = get_solver(task["problem"], s["name"], s["options"]).solve(inst)
             metrics: dict[str, Any] = {}
@@ -118,11 +118,10 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
             if missing:
                 status = ERROR
                 message = f"metrics not reported by the evaluator: {', '.join(missing)}"
-            row.update(status=status, message=message, iterations=result.iterations, time_s=result.time_s,
-                       metrics=metrics)
+            row = {**base, "solver": s["key"], "instance_hash": ihash, "status": status, "message": message,
+                   "iterations": result.iterations, "time_s": result.time_s, "metrics": metrics}
         except Exception as e:  # noqa: BLE001 - a failing solver is data, not a crash
-            row.update(status=ERROR, message=_one_line(e), iterations=0, time_s=0.0,
-                       metrics={**{m: math.nan for m in task["metrics"]}, "feasible": False})
+            row = error_row(s["key"], ihash, _one_line(e))
         rows.append(row)
     return rows
 
@@ -249,7 +248,7 @@ def run_sweep(
             done += len(rows)
             if progress is not None:
                 progress(done, todo)
-        failures = sum(1 for r in store.rows() if r["status"] in FAILED_STATUSES)
+        failures = store.count_status(FAILED_STATUSES)
     return SweepSummary(
         name=spec.name, store=str(store_path), points=len(spec.points()), trials=spec.trials,
         solvers=len(spec.solvers), computed=done, reused=reused, failures=failures,

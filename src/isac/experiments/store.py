@@ -221,6 +221,12 @@ class ResultStore:
     def done_keys(self) -> set[tuple[int, int, str]]:
         return {(p, t, s) for p, t, s in self._conn.execute("SELECT point, trial, solver FROM results")}
 
+    def count_status(self, statuses: Iterable[str]) -> int:
+        """Number of stored rows whose status is one of ``statuses``."""
+        st = list(statuses)
+        q = f"SELECT COUNT(*) FROM results WHERE status IN ({', '.join('?' * len(st))})"
+        return int(self._conn.execute(q, st).fetchone()[0])
+
     def write_row(self, spec_hash: str, row: Mapping[str, Any]) -> None:
         """Insert one row in its own transaction (an existing row is never overwritten)."""
         values = (
