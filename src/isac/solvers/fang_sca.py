@@ -223,27 +223,22 @@ class SCA(Solver):
             out.append(finalize(res, inst))
         return out
 
-    # --- the iteration (hooks overridden by sca-lowdim) ----------------------------------
+    # --- the iteration; sca-lowdim overrides the three hooks _prepare, _initial, _finish ----
     def _prepare(self, b: _Batch, insts) -> None:
-        """Attach what the variant needs to the batch."""
+        """Change the batch into the problem the iteration runs on (identity here)."""
 
     def _initial(self, b: _Batch, insts) -> torch.Tensor:
         per_antenna = self.power_constraint == "per-antenna"
         return torch.stack([initial_point(i, self.seed, per_antenna) for i in insts])
 
-    def _to_w(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
-        return X
-
     def _finish(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
         """The beamformers W ``[B, Nt, K+Ns]`` from the final iterate."""
-        return self._to_w(b, X)
+        return X
 
-    def _step_direction(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor],
-                        scale: torch.Tensor) -> torch.Tensor:
-        return (scale * shift(b, parts))[:, None, None] * X + 0.5 * parts["grad"]
-
-    def _project(self, b: _Batch, step: torch.Tensor) -> torch.Tensor:
-        return project(step, b.p_max, self.power_constraint == "per-antenna")
+    def _step(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+        """Eq. (29): projection of (s * lambda) X + grad / 2."""
+        direction = (scale * shift(b, parts))[:, None, None] * X + 0.5 * parts["grad"]
+        return project(direction, b.p_max, self.power_constraint == "per-antenna")
 
     def _run(self, insts):
         # inference_mode skips autograd bookkeeping (about 25 % of the per-iteration time);
@@ -261,7 +256,7 @@ class SCA(Solver):
         iters = [0] * n
         statuses = [Status.MAX_ITERATIONS] * n
         messages = [f"{self.max_iterations} iterations without meeting the tolerance"] * n
-        parts = objective_and_gradient(b, self._to_w(b, X))
+        parts = objective_and_gradient(b, X)
         f = parts["objective"].clone()
         for i in range(n):
             traces[i].append({"iteration": 0, "objective": float(f[i])})
@@ -281,8 +276,8 @@ class SCA(Solver):
             elif full:
                 sub = b
             pa = parts if full else {k: v[active] for k, v in parts.items()}
-            X_new = self._project(sub, self._step_direction(sub, X[active], pa, scale[active]))
-            new_parts = objective_and_gradient(sub, self._to_w(sub, X_new))
+            X_new = self._step(sub, X[active], pa, scale[active])
+            new_parts = objective_and_gradient(sub, X_new)
             f_new = new_parts["objective"]
             finite = torch.isfinite(f_new) & torch.isfinite(torch.view_as_real(X_new)).flatten(1).all(-1)
             f_old = f[active]
