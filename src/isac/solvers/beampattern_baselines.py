@@ -151,41 +151,7 @@ def _budget_point(inst: BeampatternSinrInstance, directions: torch.Tensor, power
     return {"C": C, "S": torch.zeros(m, m, dtype=COMPLEX)}
 
 
-@dataclass
-class _NullSpaceBaseline(Solver):
-    sensing_shape: SensingShape = "window"
-    """Shaping covariance of the null-space sensing beams: "window", "targets" or "isotropic"."""
-
-    problems: ClassVar[tuple[str, ...]] = (BEAMPATTERN_SINR,)
-
-    def __post_init__(self) -> None:
-        if self.sensing_shape not in _SHAPES:
-            raise ValueError(f"sensing_shape must be one of {', '.join(_SHAPES)}, got {self.sensing_shape!r}")
-
-
-@register_solver
-@dataclass
-class BeampatternZF(_NullSpaceBaseline):
-    """Zero-forcing user beams at minimum SINR-meeting power, rest to null-space sensing (closed form)."""
-
-    name: ClassVar[str] = "zf"
-    description: ClassVar[str] = "ZF user beams meeting Gamma0 exactly + null-space sensing beams (closed form)"
-
-    def _solve(self, inst: BeampatternSinrInstance):
-        m, k = inst.num_antennas, inst.num_users
-        if k > m:
-            return Status.INFEASIBLE, f"zero-forcing needs L <= M users, got L={k}, M={m}", {}, [], 0
-        U = zf_directions(inst.H)
-        gain = (hermitian(inst.H) @ U).diagonal().abs() ** 2  # |h_l^H u_l|^2
-        p = inst.sinr_target * inst.noise_w / gain
-        total = float(p.sum())
-        if total > inst.power_w:
-            msg = f"ZF needs {total:.6g} W to meet Gamma0 = {inst.sinr_db:g} dB, budget is {inst.power_w:.6g} W"
-            return Status.INFEASIBLE, msg, _budget_point(inst, U, p), [], 1
-        return Status.CONVERGED, "closed form", _assemble(inst, U, p, self.sensing_shape), [], 1
-
-
-def mrt_min_powers(
+def least_sinr_powers(
     H: torch.Tensor, directions: torch.Tensor, sinr_target: float, noise_w: float
 ) -> torch.Tensor | None:
     r"""Least powers ``[L]`` meeting :math:`\Gamma_l = \Gamma_0` exactly for fixed ``directions [M, L]``.
@@ -206,6 +172,56 @@ def mrt_min_powers(
     return p
 
 
+@dataclass
+class _NullSpaceBaseline(Solver):
+    sensing_shape: SensingShape = "window"
+    """Shaping covariance of the null-space sensing beams: "window", "targets" or "isotropic"."""
+
+    problems: ClassVar[tuple[str, ...]] = (BEAMPATTERN_SINR,)
+
+    def __post_init__(self) -> None:
+        if self.sensing_shape not in _SHAPES:
+            raise ValueError(f"sensing_shape must be one of {', '.join(_SHAPES)}, got {self.sensing_shape!r}")
+
+    def _directions(self, inst: BeampatternSinrInstance) -> torch.Tensor:
+        """Unit-norm user beam directions ``[M, L]``."""
+        raise NotImplementedError
+
+    def _solve(self, inst: BeampatternSinrInstance):
+        label = self.name.upper()
+        U = self._directions(inst)
+        p = least_sinr_powers(inst.H, U, inst.sinr_target, inst.noise_w)
+        if p is None:
+            equal = torch.ones(inst.num_users, dtype=torch.float64)
+            msg = (f"{label} directions cannot reach Gamma0 = {inst.sinr_db:g} dB at any power "
+                   "(inter-user interference)")
+            return Status.INFEASIBLE, msg, _budget_point(inst, U, equal), [], 1
+        total = float(p.sum())
+        if total > inst.power_w:
+            msg = f"{label} needs {total:.6g} W to meet Gamma0 = {inst.sinr_db:g} dB, budget is {inst.power_w:.6g} W"
+            return Status.INFEASIBLE, msg, _budget_point(inst, U, p), [], 1
+        return Status.CONVERGED, "closed form", _assemble(inst, U, p, self.sensing_shape), [], 1
+
+
+@register_solver
+@dataclass
+class BeampatternZF(_NullSpaceBaseline):
+    """Zero-forcing user beams at minimum SINR-meeting power, rest to null-space sensing (closed form)."""
+
+    name: ClassVar[str] = "zf"
+    description: ClassVar[str] = "ZF user beams meeting Gamma0 exactly + null-space sensing beams (closed form)"
+
+    def _directions(self, inst: BeampatternSinrInstance) -> torch.Tensor:
+        return zf_directions(inst.H)
+
+    def _solve(self, inst: BeampatternSinrInstance):
+        m, k = inst.num_antennas, inst.num_users
+        if k > m:
+            return Status.INFEASIBLE, f"zero-forcing needs L <= M users, got L={k}, M={m}", {}, [], 0
+        # No inter-user interference: the least powers are Gamma0 sigma^2 / |h_l^H u_l|^2.
+        return super()._solve(inst)
+
+
 @register_solver
 @dataclass
 class BeampatternMRT(_NullSpaceBaseline):
@@ -214,18 +230,8 @@ class BeampatternMRT(_NullSpaceBaseline):
     name: ClassVar[str] = "mrt"
     description: ClassVar[str] = "MRT user beams meeting Gamma0 exactly + null-space sensing beams (closed form)"
 
-    def _solve(self, inst: BeampatternSinrInstance):
-        U = mrt_directions(inst.H)
-        p = mrt_min_powers(inst.H, U, inst.sinr_target, inst.noise_w)
-        if p is None:
-            equal = torch.ones(inst.num_users, dtype=torch.float64)
-            msg = f"MRT directions cannot reach Gamma0 = {inst.sinr_db:g} dB at any power (inter-user interference)"
-            return Status.INFEASIBLE, msg, _budget_point(inst, U, equal), [], 1
-        total = float(p.sum())
-        if total > inst.power_w:
-            msg = f"MRT needs {total:.6g} W to meet Gamma0 = {inst.sinr_db:g} dB, budget is {inst.power_w:.6g} W"
-            return Status.INFEASIBLE, msg, _budget_point(inst, U, p), [], 1
-        return Status.CONVERGED, "closed form", _assemble(inst, U, p, self.sensing_shape), [], 1
+    def _directions(self, inst: BeampatternSinrInstance) -> torch.Tensor:
+        return mrt_directions(inst.H)
 
 
 set_default_solver(BEAMPATTERN_SINR, "zf")
