@@ -104,7 +104,7 @@ def reproduce(
         echo(summary.line())
         summaries.append(summary)
         folder = out / stem
-        with ResultStore(store_path, ResultStore._connect(store_path)) as store:
+        with ResultStore.open(store_path, spec, text) as store:
             rows = store.rows()
             manifest = store.manifest()
         folder.mkdir(parents=True, exist_ok=True)
