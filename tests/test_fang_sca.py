@@ -139,6 +139,27 @@ def test_bad_options():
         get_solver("crlb-sumrate", "sca", {"max_iterations": "0"})
     with pytest.raises(OptionError):
         get_solver("crlb-sumrate", "sca-lowdim", {"power_constraint": "per-antenna"})
+    with pytest.raises(OptionError, match="not a torch device"):
+        get_solver("crlb-sumrate", "sca", {"device": "abacus"})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    from isac.solvers.base import OptionError
+    with pytest.raises(OptionError, match="CUDA is not available"):
+        SCA(device="cuda").solve_batch([small_preset(0)])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [SCA, SCALowDim])
+def test_gpu_batch_equals_cpu(cls):
+    insts = [small_preset(s) for s in range(3)]
+    cpu = cls(max_iterations=200, tolerance=1e-10).solve_batch(insts)
+    gpu = cls(max_iterations=200, tolerance=1e-10, device="cuda").solve_batch(insts)
+    for a, b in zip(cpu, gpu):
+        assert b.solution["W"].device.type == "cpu"
+        assert a.status == b.status
+        assert b.metrics["objective"] == pytest.approx(a.metrics["objective"], rel=1e-8)
 
 
 def test_adaptive_step_is_monotone_and_reaches_the_same_point():

@@ -326,6 +326,7 @@ def bench_cmd(
     quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each."),
     out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
+    device: str = typer.Option("cpu", "--device", help="Also time batched sca on this torch device (e.g. cuda)."),
 ):
     """Time solvers side by side on the same instances and report ratios."""
     from isac.experiments.bench import bench_fang, write_report
@@ -335,7 +336,7 @@ def bench_cmd(
     if instances < 1:
         raise UserError("--instances must be >= 1")
     rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
-                      echo=typer.echo)
+                      echo=typer.echo, device=device)
     typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
 
 

@@ -69,7 +69,7 @@ class _Batch:
     basis: torch.Tensor | None = None  # sca-lowdim: orthonormal basis U [B, Nt, r] of range(N)
 
     @classmethod
-    def stack(cls, insts: list[CrlbSumrateInstance]) -> _Batch:
+    def stack(cls, insts: list[CrlbSumrateInstance], device: torch.device | None = None) -> _Batch:
         first = insts[0]
         for i, inst in enumerate(insts):
             same = (inst.tx_shape, inst.rx_shape, inst.num_users, inst.num_targets, inst.num_sensing_streams,
@@ -77,11 +77,12 @@ class _Batch:
                                             first.num_sensing_streams, first.element_order)
             if not same:
                 raise OptionError(f"solve_batch: instance {i} has other dimensions than instance 0")
-        f64 = dict(dtype=torch.float64)
+        f64 = dict(dtype=torch.float64, device=device)
         derivs = fang_derivatives(first.tx_array, first.rx_array, torch.stack([i.theta_rad for i in insts]),
                                   torch.stack([i.phi_rad for i in insts]), torch.stack([i.alpha for i in insts]))
+        derivs = FactoredDerivatives(derivs.left.to(device), derivs.right.to(device))
         return cls(
-            H=torch.stack([i.H for i in insts]),
+            H=torch.stack([i.H for i in insts]).to(device),
             noise_c=torch.tensor([i.noise_comm_w for i in insts], **f64),
             derivs=derivs,
             snapshots=torch.tensor([float(i.snapshots) for i in insts], **f64),
@@ -175,6 +176,8 @@ class SCA(Solver):
             every ascent step and reset towards 1 (x4) after a step that would decrease the objective,
             which is then rejected: monotone by construction, usually far fewer iterations.
         seed: seed of the random sensing block of the default initial point.
+        device: torch device the iteration runs on ("cpu", "cuda", "cuda:1", ...); instances and
+            returned beams stay on the CPU. Useful with :meth:`solve_batch` on a GPU.
     """
 
     name: ClassVar[str] = "sca"
@@ -186,8 +189,13 @@ class SCA(Solver):
     power_constraint: Literal["total", "per-antenna"] = "total"
     step: Literal["paper", "adaptive"] = "paper"
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        try:
+            torch.device(self.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"device {self.device!r} is not a torch device name") from None
         if self.max_iterations < 1:
             raise ValueError("max_iterations must be >= 1")
         if not self.tolerance > 0:
@@ -240,17 +248,24 @@ class SCA(Solver):
         direction = (scale * shift(b, parts))[:, None, None] * X + 0.5 * parts["grad"]
         return project(direction, b.p_max, self.power_constraint == "per-antenna")
 
+    def _device(self) -> torch.device:
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise OptionError(f"device {self.device!r} requested but CUDA is not available on this machine")
+        return dev
+
     def _run(self, insts):
         # inference_mode skips autograd bookkeeping (about 25 % of the per-iteration time);
         # the returned beams are cloned into ordinary tensors.
         with torch.inference_mode():
             statuses, messages, Ws, traces, iters = self._iterate(insts)
-        return statuses, messages, [w.clone() for w in Ws], traces, iters
+        return statuses, messages, [w.to("cpu", copy=True) for w in Ws], traces, iters
 
     def _iterate(self, insts):
-        b = _Batch.stack(insts)
+        dev = self._device()
+        b = _Batch.stack(insts, dev)
         self._prepare(b, insts)
-        X = self._initial(b, insts)
+        X = self._initial(b, insts).to(dev)
         n = len(insts)
         traces: list[list[dict[str, float]]] = [[] for _ in range(n)]
         iters = [0] * n
@@ -263,8 +278,9 @@ class SCA(Solver):
             if not bool(torch.isfinite(f[i])):
                 statuses[i] = Status.NUMERICAL_ERROR
                 messages[i] = "the initial point gives a singular FIM (tr(F^-1) = inf)"
-        active = torch.tensor([i for i in range(n) if statuses[i] is not Status.NUMERICAL_ERROR], dtype=torch.long)
-        scale = torch.ones(n, dtype=torch.float64)
+        active = torch.tensor([i for i in range(n) if statuses[i] is not Status.NUMERICAL_ERROR], dtype=torch.long,
+                              device=dev)
+        scale = torch.ones(n, dtype=torch.float64, device=dev)
         last_size = n
         for it in range(1, self.max_iterations + 1):
             if active.numel() == 0:
@@ -321,7 +337,7 @@ class SCA(Solver):
                     messages[idx] = f"objective change <= {self.tolerance:g} (relative) after {it} iterations"
                 else:
                     keep.append(idx)
-            active = torch.tensor(keep, dtype=torch.long)
+            active = torch.tensor(keep, dtype=torch.long, device=dev)
         W = self._finish(b, X)
         return statuses, messages, [W[i] for i in range(n)], traces, iters
 
@@ -355,7 +371,7 @@ class SCALowDim(SCA):
         return torch.cat([inst.H, a.T, da_t.T, da_p.T], dim=1)
 
     def _prepare(self, b: _Batch, insts) -> None:
-        N = torch.stack([self.basis(i) for i in insts])
+        N = torch.stack([self.basis(i) for i in insts]).to(b.H.device)
         r = min(N.shape[-2], N.shape[-1])
         U = torch.linalg.svd(N, full_matrices=False)[0][..., :r]  # [B, Nt, r], orthonormal columns
         b.basis = U
@@ -365,7 +381,7 @@ class SCALowDim(SCA):
 
     def _initial(self, b: _Batch, insts) -> torch.Tensor:
         # Coordinates of the full-dimensional initial point in the basis, rescaled to full power.
-        W0 = super()._initial(b, insts)
+        W0 = super()._initial(b, insts).to(b.basis.device)
         return project(hermitian(b.basis) @ W0, b.p_max, False)
 
     def _finish(self, b: _Batch, X: torch.Tensor) -> torch.Tensor:
