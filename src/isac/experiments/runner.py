@@ -107,6 +107,10 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
             for m in task["metrics"]:
                 if m in result.metrics:
                     metrics[m] = result.metrics[m]
+                elif m in result.info:  # solver facts (e.g. whether a projection ran)
+                    metrics[m] = result.info[m]
+                elif m in result.timings:  # finer timings (e.g. projection_s)
+                    metrics[m] = result.timings[m]
                 else:
                     metrics[m] = math.nan
                     missing.append(m)
@@ -117,7 +121,7 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
             status = result.status.value
             if missing:
                 status = ERROR
-                message = f"metrics not reported by the evaluator: {', '.join(missing)}"
+                message = f"metrics reported neither by the evaluator nor by the solver: {', '.join(missing)}"
             row = {**base, "solver": s["key"], "instance_hash": ihash, "status": status, "message": message,
                    "iterations": result.iterations, "time_s": result.time_s, "metrics": metrics}
         except Exception as e:  # noqa: BLE001 - a failing solver is data, not a crash

@@ -199,5 +199,5 @@ class Fields:
 # itself, so that a result file can be handed to ``isac evaluate`` directly.
 RESULT_FILE_KEYS = (
     "problem", "solver", "status", "message", "metrics", "iterations", "time_s",
-    "timings", "trace", "options", "seed", "instance", "preset", "isac_version",
+    "timings", "trace", "options", "seed", "info", "instance", "preset", "isac_version",
 )

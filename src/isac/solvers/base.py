@@ -52,6 +52,9 @@ class Result:
         timings: finer wall-time breakdown in seconds.
         options: the solver options used.
         seed: the seed the solver used for its own randomness (None if it has none).
+        info: facts about how the solver ran that are not quality metrics (e.g.
+            ``{"projected": True}`` when a learned solver's output needed its projection).
+            Sweeps can record them like metrics.
     """
 
     problem: str
@@ -66,6 +69,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -87,6 +91,7 @@ class Result:
                 "trace": to_python(self.trace),
                 "options": to_python(self.options),
                 "seed": self.seed,
+                "info": to_python(self.info),
             }
         )
         return out
