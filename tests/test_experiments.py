@@ -378,3 +378,47 @@ def test_quick_store_reopens_with_the_quick_spec(tmp_path):
     st, spec = ResultStore.open_existing(tmp_path / "out" / "t-quick.db")
     st.close()
     assert spec.trials == 1 and spec.total_rows() == 2
+
+
+SERIES = """
+name = "s"
+problem = "beampattern-sinr"
+preset = "small"
+seed = 11
+trials = 3
+metrics = ["beampattern", "grid_deg", "solve_s", "sinr_met"]
+[[axes]]
+name = "sinr_db"
+values = [0, 60]
+[[solvers]]
+name = "zf"
+[[plots]]
+name = "pattern"
+kind = "series"
+x = "grid_deg"
+y = "beampattern"
+where = { sinr_db = 0 }
+[[plots]]
+name = "satisfaction"
+x = "sinr_db"
+y = "feasible"
+"""
+
+
+def test_series_plot_flag_ratios_and_solver_timings_are_recorded(tmp_path):
+    spec = parse_spec(SERIES)
+    run_sweep(spec, SERIES, tmp_path / "s.db")
+    rows = _rows(tmp_path / "s.db")
+    assert all(r["metrics"]["solve_s"] > 0 for r in rows)  # from Result.timings, not the evaluator
+    curves = analysis.series_curves(rows, spec, spec.plots[0])
+    xs, ys, n = curves["zf"]
+    sel = [r for r in rows if r["params"] == {"sinr_db": 0}]
+    assert n == 3 and len(xs) == 180 and xs[0] == -90.0
+    assert ys == pytest.approx(np.mean([r["metrics"]["beampattern"] for r in sel], axis=0).tolist())
+    # feasible is a flag: its mean is the satisfaction ratio (1 at 0 dB, 0 at an impossible 60 dB).
+    cells = {c.x: c.mean for c in analysis.aggregate(rows, spec, spec.plots[1])}
+    assert cells == {0: 1.0, 60: 0.0}
+    text = analysis.report(rows, spec, {}, tmp_path / "r").read_text()
+    assert "| -90 |" in text and (tmp_path / "r" / "pattern.png").exists()
+    with pytest.raises(SpecError, match="plots\\[0\\].x"):
+        parse_spec(SERIES.replace('x = "grid_deg"', 'x = "nope"'))

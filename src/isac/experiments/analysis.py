@@ -41,7 +41,9 @@ class Cell:
 
 def _value(row: Mapping[str, Any], y: str) -> float | None:
     v = row[y] if y in ("time_s", "iterations") else row["metrics"].get(y)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool):  # flags (feasible, projected) average to ratios
+        return float(v)
+    if not isinstance(v, (int, float)):
         return None
     v = float(v)
     return v if math.isfinite(v) else None
@@ -224,6 +226,41 @@ def draw_tradeoff(curves: Mapping[str, list[tuple]], spec: SweepSpec, plot: Plot
                    title=f"{spec.name}: {plot.y} vs {plot.x}", legend=bool(curves))
 
 
+def series_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) -> dict[str, tuple[list, list, int]]:
+    """Element-wise mean over trials of the list metric ``y`` against the list metric ``x``.
+
+    One curve per solver (and per value of each axis not pinned by ``where``); rows whose
+    lists are missing or differ in length from the curve's first row are skipped.
+    """
+    others = [a.name for a in spec.axes if a.name not in plot.where]
+    groups: dict[str, list[list[float]]] = defaultdict(list)
+    xs: dict[str, list[float]] = {}
+    for r in rows:
+        params = r["params"]
+        if not _in_plot(plot, params) or r["status"] == "ERROR":
+            continue
+        if plot.include == "feasible" and not r["metrics"].get("feasible", False):
+            continue
+        x, y = r["metrics"].get(plot.x), r["metrics"].get(plot.y)
+        if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y) or not y:
+            continue
+        name = r["solver"] + "".join(f", {k}={params.get(k)}" for k in others)
+        if name in xs and len(xs[name]) != len(y):
+            continue
+        xs.setdefault(name, [float(v) for v in x])
+        groups[name].append([float(v) for v in y])
+    return {name: (xs[name], [sum(col) / len(col) for col in zip(*ys)], len(ys)) for name, ys in groups.items()}
+
+
+def draw_series(curves: Mapping[str, tuple[list, list, int]], spec: SweepSpec, plot: Plot,
+                out_dir: Path) -> list[Path]:
+    fig, ax = _axes()
+    for name, (xs, ys, _) in curves.items():
+        ax.plot(xs, ys, label=name)
+    return _finish(fig, ax, plot, out_dir, xlabel=plot.x, ylabel=f"{plot.y} (mean over trials)",
+                   title=f"{spec.name}: {plot.y}", legend=bool(curves))
+
+
 def plot_store(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     files: list[Path] = []
@@ -292,11 +329,27 @@ def _tradeoff_table(pts: Mapping[str, list[tuple]], plot: Plot) -> list[str]:
     return lines
 
 
+def _series_table(curves: Mapping[str, tuple[list, list, int]], plot: Plot, max_rows: int = 19) -> list[str]:
+    names = list(curves)
+    if not names:
+        return ["(no rows)"]
+    xs = curves[names[0]][0]
+    step = max(1, math.ceil(len(xs) / max_rows))
+    lines = [f"Mean of `{plot.y}` over trials (" + ", ".join(f"{n}: {curves[n][2]} trials" for n in names)
+             + f"), every {step}th value of `{plot.x}`.", "",
+             f"| {plot.x} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for i in range(0, len(xs), step):
+        vals = [_fmt(curves[n][1][i]) if i < len(curves[n][1]) else "–" for n in names]
+        lines.append(f"| {xs[i]:g} | " + " | ".join(vals) + " |")
+    return lines
+
+
 # kind -> (aggregate the rows, draw the figure, markdown table of the same numbers)
 _KINDS = {
     "line": (aggregate, draw, _line_table),
     "trace": (trace_curves, draw_trace, _trace_table),
     "tradeoff": (tradeoff_points, draw_tradeoff, _tradeoff_table),
+    "series": (series_curves, draw_series, _series_table),
 }
 
 

@@ -100,11 +100,13 @@ class Plot(_Model):
     name: str
     x: str
     y: str
-    kind: Literal["line", "trace", "tradeoff"] = "line"
+    kind: Literal["line", "trace", "tradeoff", "series"] = "line"
     """``line``: mean of y against axis x; ``trace``: mean objective against iteration (needs
     ``record_trace = true``), one line per solver and value of x; ``tradeoff``: metric y
     against metric x (each point the statistic over trials at one grid point), one curve per
-    solver through the grid points in axis order (e.g. 003 Fig. 3's trade-off region)."""
+    solver through the grid points in axis order (e.g. 003 Fig. 3's trade-off region);
+    ``series``: a list-valued metric y against a list-valued metric x (element-wise mean over
+    trials), one curve per solver, e.g. the beampattern against the grid angles (004 Figs. 6-7)."""
     stat: Literal["mean", "median"] = "mean"
     """``mean`` with a 95 % Student-t interval, or ``median`` with the interquartile range."""
     title: str | None = None
@@ -242,19 +244,19 @@ def _check_semantics(spec: SweepSpec) -> None:
             raise SpecError(f"solvers[{i}].options: {e}") from None
         if keys.count(s.key) > 1:
             raise SpecError(f"solvers[{i}].label: {s.key!r} is used twice; give each entry a unique label")
-    recorded = set(spec.metrics) | {"time_s", "iterations"}
+    recorded = set(spec.metrics) | {"time_s", "iterations", "feasible"}  # feasible: every row has it
     plot_names = [p.name for p in spec.plots]
     for i, p in enumerate(spec.plots):
         if plot_names.count(p.name) > 1:
             raise SpecError(f"plots[{i}].name: {p.name!r} is used twice")
-        if p.kind == "tradeoff":
+        if p.kind in ("tradeoff", "series"):
             if p.x not in recorded:
-                raise SpecError(f"plots[{i}].x: {p.x!r} is not a recorded metric (a tradeoff plot has metrics on both axes)")
+                raise SpecError(f"plots[{i}].x: {p.x!r} is not a recorded metric (a {p.kind} plot has metrics on both axes)")
         elif p.x not in axis_names:
             raise SpecError(f"plots[{i}].x: {p.x!r} is not an axis (axes: {', '.join(axis_names) or 'none'})")
         if p.kind == "trace" and not spec.record_trace:
             raise SpecError(f"plots[{i}].kind: a trace plot needs record_trace = true")
-        if p.y not in recorded and p.kind in ("line", "tradeoff"):
+        if p.y not in recorded and p.kind in ("line", "tradeoff", "series"):
             raise SpecError(f"plots[{i}].y: {p.y!r} is not a recorded metric (metrics: {', '.join(sorted(recorded))})")
         for k, v in p.where.items():
             ax = next((a for a in spec.axes if a.name == k), None)

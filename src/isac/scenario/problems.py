@@ -96,10 +96,18 @@ def preset_parameters(problem: str, preset: str) -> dict[str, Any]:
     fam = get_family(problem)
     if preset not in fam.presets:
         raise InstanceError(f"unknown preset {preset!r} for {problem} (known: {', '.join(sorted(fam.presets))})")
-    sig = inspect.signature(fam.presets[preset])
+    fn = fam.presets[preset]
+    # A thin wrapper (``def fixed(seed, **kw): return base(seed, targets=..., **kw)``) declares
+    # ``fn.forwards_to = base``: it accepts the base preset's parameters too.
+    out = _keyword_parameters(fn.forwards_to) if hasattr(fn, "forwards_to") else {}
+    out.update(_keyword_parameters(fn))
+    return out
+
+
+def _keyword_parameters(fn) -> dict[str, Any]:
     return {
         n: (None if p.default is inspect.Parameter.empty else p.default)
-        for n, p in sig.parameters.items()
+        for n, p in inspect.signature(fn).parameters.items()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     }
 

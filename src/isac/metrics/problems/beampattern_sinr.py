@@ -76,4 +76,5 @@ def evaluate_beampattern_sinr(inst: BeampatternSinrInstance, solution: Mapping[s
         "power_met": bool(power_ok),
         "feasible": bool(sinr_ok and power_ok),
         "beampattern": t["beampattern"].tolist(),
+        "grid_deg": inst.grid.tolist(),
     }

@@ -236,6 +236,7 @@ def make_zhao(
     noise_w: float = 1e-10,
     beam_width_deg: float = 10.0,
     grid_deg: tuple[float, float, float] = (-90.0, 90.0, 1.0),
+    grid_points: int | None = None,
     target_angles_deg=None,
     target_range_deg: tuple[float, float] = ZHAO_TARGET_RANGE_DEG,
     min_separation_deg: float | None = None,
@@ -254,9 +255,16 @@ def make_zhao(
     Delta, so the windows of eq. (34) do not overlap; 004's Fig. 7 case {-40, 15, 30}
     is 15 deg apart, so a 2*Delta rule would exclude the paper's own example).
 
+    ``grid_points`` = N replaces ``grid_deg`` by N points from -90 deg with step 180/N deg
+    (004 Table II: N in {180, 60, 30, 10}).
+
     Draw order from ``make_rng(seed)``: user x, user y (each [L]), target angles, then
     the [M, L] small-scale fading.
     """
+    if grid_points is not None:
+        if int(grid_points) < 1:
+            raise ValueError(f"grid_points must be >= 1, got {grid_points}")
+        grid_deg = (-90.0, 90.0, 180.0 / int(grid_points))
     rng = make_rng(seed)
     (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
     x = rng.uniform(x0, x1, size=num_users)
@@ -294,6 +302,9 @@ def make_small(seed: int, **kwargs) -> BeampatternSinrInstance:
     kw.update(kwargs)
     return make_zhao(seed, **kw)
 
+
+for _wrapper in (make_zhao_fixed_a, make_zhao_fixed_b, make_small):
+    _wrapper.forwards_to = make_zhao  # type: ignore[attr-defined]  (sweeps may set make_zhao's parameters)
 
 FAMILY = register_family(
     ProblemFamily(
