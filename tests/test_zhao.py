@@ -353,3 +353,15 @@ def test_registry_and_result_file_round_trip():
     assert torch.equal(dec["C"], res.solution["C"]) and torch.equal(dec["S"], res.solution["S"])
     with pytest.raises(Exception, match="sensing_shape"):
         get_solver(PROBLEM, "zf", {"sensing_shape": "bogus"})
+
+
+def test_fine_grid_mse_is_the_mse_of_the_same_design_on_the_1_degree_grid():
+    from isac.metrics.evaluate import evaluate
+    from isac.solvers.registry import get_solver
+    coarse = make_zhao(4, grid_points=10)
+    res = get_solver("beampattern-sinr", "zf").solve(coarse)
+    fine = evaluate(coarse.with_params(grid_deg=(-90.0, 90.0, 1.0)), res.solution)
+    assert res.metrics["beampattern_mse_fine"] == pytest.approx(fine["beampattern_mse"], rel=1e-12)
+    assert res.metrics["beampattern_mse_fine"] != pytest.approx(res.metrics["beampattern_mse"], rel=1e-3)
+    same = get_solver("beampattern-sinr", "zf").solve(make_zhao(4))
+    assert same.metrics["beampattern_mse_fine"] == same.metrics["beampattern_mse"]
