@@ -340,6 +340,42 @@ def bench_cmd(
     typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
 
 
+@app.command("train")
+def train_cmd(
+    target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN) or zhao-dnn (its DNN benchmark)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt]."),
+    users: int = typer.Option(2, "--users", help="Number of users L of the training samples."),
+    sinr_db: float = typer.Option(8.0, "--sinr-db", help="SINR target Gamma0 [dB] of the loss."),
+    targets: int = typer.Option(3, "--targets", help="Number of target directions K of the samples."),
+    antennas: int = typer.Option(10, "--antennas", help="Number of antennas M."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; --quick: 3]."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [default: 10000; --quick: 500]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
+    lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
+    quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
+):
+    """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
+    from isac.learning.train import TrainConfig, train
+
+    kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
+    if target not in kinds:
+        raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)})")
+    sizes = {"epochs": 3, "n_train": 500, "n_val": 100, "n_test": 100} if quick else {}
+    if epochs is not None:
+        sizes["epochs"] = epochs
+    if samples is not None:
+        sizes["n_train"] = samples
+    try:
+        cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
+                          sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, **sizes)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB.pt")
+    with _progress_bar(True) as factory:
+        train(cfg, path, echo=typer.echo, progress=factory(f"{target} epochs"))
+
+
 @app.command("version")
 def version_cmd():
     """Print the package version."""

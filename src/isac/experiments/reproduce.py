@@ -9,6 +9,9 @@ Output folder layout: ``<out>/<stem>.db`` (the store; rerunning resumes),
 ``<out>/<stem>/`` (report.md, PNG/PDF plots, results.csv) and ``<out>/README.md``
 linking the reports, where ``<stem>`` is the spec name (``--full``) or
 ``<name>-quick`` (``--quick``), so both modes can share one folder.
+
+Specs that run learned solvers first get their models: trained into ``<out>/models``
+(``models-quick`` in quick mode) unless already there (see :mod:`isac.experiments.models`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from isac.experiments.analysis import export, report
+from isac.experiments.models import ensure_models, required_models, use_model_dir
 from isac.experiments.runner import SweepSummary, run_sweep
 from isac.experiments.spec import SpecError, SweepSpec, parse_spec
 from isac.experiments.store import QUICK_MARKER, ResultStore
@@ -96,7 +100,15 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     index = [f"# Reproduction of {_PAPERS[key].title if key in _PAPERS else key} ({mode})", ""]
-    for spec, text in paper_specs(key, mode):
+    specs = paper_specs(key, mode)
+    needs = required_models(spec for spec, _ in specs)
+    if needs:  # learned solvers: train the models the specs ask for (once; reruns reuse them)
+        models = out / ("models" if mode == "full" else f"models-{mode}")
+        ensure_models(needs, models, mode, echo=echo)
+        use_model_dir(models)
+        index += [f"Models: {len(needs)} checkpoints in `{models.name}/` "
+                  f"({'paper training settings' if mode == 'full' else 'quick training: small models'}).", ""]
+    for spec, text in specs:
         stem = spec.name if mode == "full" else f"{spec.name}-{mode}"
         store_path = out / f"{stem}.db"
         prog = progress_factory(spec.name) if progress_factory else None

@@ -17,6 +17,8 @@ _SOLVER_MODULES = (
     "isac.solvers.beampattern_baselines",
     "isac.solvers.fang_sca",
     "isac.solvers.fang_sdr",
+    "isac.solvers.zhao_sdr",
+    "isac.solvers.zhao_learned",
 )
 
 

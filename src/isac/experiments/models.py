@@ -1,0 +1,102 @@
+"""Trained models a reproduction needs: found from its specs, trained once, reused.
+
+A spec that runs a learned solver (``gnn``, ``dnn``, ``gnn-ip`` of ``beampattern-sinr``)
+needs, at each grid point, a model trained for that point's setting: 004 retrains its GNN
+for every SINR target and every number of users (Sec. IV-C), except the "scaled" GNN of
+Fig. 9, which is trained with L = 2 (solver option ``train_users``) and run on larger L.
+:func:`required_models` reads that requirement off the specs (drawing one instance per
+point to learn its M, L, K and Gamma0), and :func:`ensure_models` trains what is missing
+into one folder. The learned solvers look for checkpoints in the folders listed in the
+environment variable ``ISAC_MODEL_DIR`` (then in the shipped weights), so
+:func:`use_model_dir` makes the folder visible to them and to worker processes started
+afterwards.
+
+Quick mode trains small models (:data:`QUICK_TRAINING`): the numbers then show that the
+pipeline works, not the paper's performance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from isac.experiments.spec import SweepSpec
+from isac.solvers.zhao_learned import MODEL_DIR_ENV
+
+LEARNED = {"gnn": "gnn", "gnn-ip": "gnn", "dnn": "dnn"}
+"""Learned ``beampattern-sinr`` solvers and the model kind each one runs."""
+
+QUICK_TRAINING = {"epochs": 20, "n_train": 2000, "n_val": 200, "n_test": 200}
+"""Training-size overrides in quick mode (full mode uses the paper's settings)."""
+
+
+
+@dataclass(frozen=True, order=True)
+class ModelNeed:
+    """One model to have: kind ("gnn" | "dnn") trained for this setting."""
+
+    kind: str
+    num_antennas: int
+    num_users: int
+    num_targets: int
+    sinr_db: float
+
+    def file_name(self) -> str:
+        return f"zhao-{self.kind}-M{self.num_antennas}-L{self.num_users}-K{self.num_targets}-{self.sinr_db:g}dB.pt"
+
+
+def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
+    """Every (kind, M, L, K, Gamma0) a learned solver of these specs will ask for."""
+    from isac.scenario.problems import make_preset
+
+    needs: set[ModelNeed] = set()
+    for spec in specs:
+        if spec.problem != "beampattern-sinr":
+            continue
+        learned = [s for s in spec.solvers if s.name in LEARNED]
+        if not learned:
+            continue
+        for point in spec.points():
+            inst = make_preset(spec.problem, spec.preset, spec.seed, **spec.preset_kwargs(point))
+            for s in learned:
+                if not s.runs_at(point) or s.options.get("checkpoint"):
+                    continue
+                users = int(s.options.get("train_users", 0) or 0) or inst.num_users
+                needs.add(ModelNeed(LEARNED[s.name], inst.num_antennas, users, inst.num_targets, float(inst.sinr_db)))
+    return sorted(needs)
+
+
+def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, seed: int = 0,
+                  echo: Callable[[str], None] = print) -> list[Path]:
+    """Train each needed model into ``folder`` unless a checkpoint with the same config is there."""
+    from isac.learning.train import TrainConfig, read_checkpoint, train
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for need in needs:
+        cfg = TrainConfig(kind=need.kind, num_antennas=need.num_antennas, num_users=need.num_users,
+                          num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed)
+        if mode == "quick":
+            cfg = replace(cfg, **QUICK_TRAINING)
+        path = out / need.file_name()
+        if path.exists():
+            try:
+                if read_checkpoint(path)["config_obj"] == cfg:
+                    paths.append(path)
+                    continue
+            except ValueError:
+                pass  # unreadable or foreign: train it again
+        echo(f"training {need.file_name()} ({cfg.epochs} epochs, {cfg.n_train} samples)")
+        train(cfg, path, echo=lambda _m: None)
+        paths.append(path)
+    return paths
+
+
+def use_model_dir(folder: str | Path) -> None:
+    """Put ``folder`` first in ``ISAC_MODEL_DIR`` for this process and the workers it starts."""
+    entries = [str(Path(folder).resolve())]
+    entries += [e for e in os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep) if e and e not in entries]
+    os.environ[MODEL_DIR_ENV] = os.pathsep.join(entries)

@@ -1,0 +1,389 @@
+r"""Learned beamformers of 004 (Zhao et al.): the GNN module, the DNN benchmark, features and loss.
+
+Both networks map the CSI :math:`\{\mathbf h_l\}` and the target steering vectors
+:math:`\{\mathbf a(\theta^k)\}` to beamformers :math:`(\mathbf C, \mathbf S)` of the
+``beampattern-sinr`` problem (004 eq. (11)), meeting :math:`\mathrm{tr}(\mathbf R) = P_0`
+by construction (normalisation layer, eq. (23)); the SINR constraints are only encouraged by
+the loss (eq. (25)), so an output may be infeasible (the ``gnn-ip`` solver then projects it).
+
+Precision: the network weights and activations are float32 (what the checkpoints store); the
+raw outputs are cast to float64 *before* the normalisation (23), so ``C`` and ``S`` are
+complex128 and the loss is computed by the one metrics implementation
+(:mod:`isac.metrics.beampattern`, :func:`isac.metrics.comm.sinr`), which accepts only
+float64/complex128. Gradients flow through the cast.
+
+Features (eqs. (13)-(14)). The paper stacks real and imaginary parts but does not say how the
+inputs are scaled. Raw channels are ~1e-5 in the ``zhao`` preset, far below the range a
+sigmoid network can use, so we feed the dimensionless
+:math:`\mathbf h_l\sqrt{P_0}/\sigma` (the per-antenna amplitude SNR at full power; its
+entries are O(1-10) in the preset) -- :func:`channel_features`. Steering vectors have
+unit-modulus entries and are fed as they are -- :func:`steering_features`.
+
+Decisions where 004 is silent or has a typo (each also stated where it is implemented):
+
+* Combining FCNNs (16), (18): Table I gives ``f_Comb`` an input size of 128 although it
+  combines three (user) or two (radar) 128-vectors. We **sum** them element-wise, which keeps
+  every size of Table I (concatenation would need 384/256 inputs).
+* Max-pooling over the other users (17) is over an empty set when L = 1: it is defined as the
+  zero vector.
+* Activations: Table I lists each two-layer FCNN (``a x b x c``) with "Sigmoid". We put the
+  sigmoid on the hidden layer only (``Linear, Sigmoid, Linear``); the output layers
+  ``f_c^(3)``, ``f_s^(3)`` have none. With a sigmoid after both layers the user path stacks 8
+  sigmoids and the GNN output did not depend on its input at initialisation (measured spread
+  across samples 4e-8 of its size; training stalled at loss 2.87, 0 % feasible).
+* Initialisation (004 silent): PyTorch's uniform range drawn from a seeded generator
+  (:func:`reset_parameters`), then the data-dependent centring/scaling of :func:`calibrate_`
+  on training samples (needed for the same reason).
+* Normalisation (23) prints :math:`\sqrt{P_0}/\mathrm{Tr}(\cdot)`, which gives
+  :math:`\mathrm{tr}(\mathbf R) = P_0/\mathrm{Tr}(\cdot)` and not :math:`P_0`. We use
+  :math:`\sqrt{P_0/\mathrm{Tr}(\dot{\mathbf C}\dot{\mathbf C}^H+\dot{\mathbf S}\dot{\mathbf S}^H)}`,
+  which meets (11c) exactly.
+* Loss (25): 004 gives neither :math:`\mu` nor the scale of the SINR term. :func:`zhao_loss`
+  offers the SINR normalised by the target, :math:`\sum_l\mathrm{ReLU}(\Gamma_0 m - \Gamma_l)/\Gamma_0`
+  with a training margin :math:`m = 10^{\text{margin\_db}/10}`, or the same shortfall in dB
+  divided by 10. The shipped models use the dB form (mu = 1, margin 1 dB): with the linear
+  form the GNN never produced a feasible output (0 % of the validation set after 200 epochs),
+  with the dB form it did within 20 epochs (the barrier's gradient grows as 1/Gamma_l when an
+  SINR is far below target instead of vanishing with it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from isac.metrics.beampattern import beampattern, beampattern_mse
+from isac.metrics.comm import sinr
+from isac.tensors import COMPLEX, REAL
+
+HIDDEN = 128
+"""Width of the node representation vectors (004 Table I)."""
+UPDATE_HIDDEN = 64
+"""Hidden width of the updating-layer FCNNs (004 Table I: 128 x 64 x 128)."""
+NUM_UPDATING_LAYERS = 2
+"""T of 004 Sec. III-A ("a 2-layer GNN", Sec. IV-B)."""
+DNN_HIDDEN = 512
+"""Hidden width of the DNN benchmark (004 Sec. IV-B, Benchmark 3)."""
+
+
+# --- features -----------------------------------------------------------------------------------
+
+
+def _scalar_or_batch(x, batch: int, name: str) -> torch.Tensor:
+    """A positive scalar or ``[B]`` value as a float64 ``[B]`` tensor."""
+    t = torch.as_tensor(x, dtype=REAL).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"{name}: expected a scalar or [{batch}] values, got shape {list(t.shape)}")
+    if not bool((t > 0).all()):
+        raise ValueError(f"{name}: must be > 0")
+    return t
+
+
+def _stack_real_imag(x: torch.Tensor) -> torch.Tensor:
+    """``[B, M, n]`` complex -> ``[B, n, 2M]`` float32: column j becomes ``[Re x_j; Im x_j]`` (eq. (13))."""
+    x = x.transpose(-2, -1)
+    return torch.cat([x.real, x.imag], dim=-1).to(torch.float32)
+
+
+def channel_features(H: torch.Tensor, power_w, noise_w) -> torch.Tensor:
+    r"""User-node inputs ``[B, L, 2M]`` float32: :math:`[\Re\,\mathbf g_l; \Im\,\mathbf g_l]`,
+    :math:`\mathbf g_l = \mathbf h_l\sqrt{P_0}/\sigma` (dimensionless; our normalisation, 004 is silent).
+
+    Args:
+        H: ``[B, M, L]`` complex128, column l is :math:`\mathbf h_l` (amplitude, sqrt(W) gain).
+        power_w: :math:`P_0` in watts, scalar or ``[B]``. noise_w: :math:`\sigma^2` in watts, scalar or ``[B]``.
+    """
+    b = H.shape[0]
+    scale = (_scalar_or_batch(power_w, b, "power_w") / _scalar_or_batch(noise_w, b, "noise_w")).sqrt()
+    return _stack_real_imag(H * scale[:, None, None].to(H.dtype))
+
+
+def steering_features(A: torch.Tensor) -> torch.Tensor:
+    r"""Target-node inputs ``[B, K, 2M]`` float32 from ``A [B, M, K]`` complex (column k = :math:`\mathbf a(\theta^k)`)."""
+    return _stack_real_imag(A)
+
+
+# --- building blocks ----------------------------------------------------------------------------
+
+
+def fcnn(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
+    """Fully connected network with sigmoid activations (004 Table I); ``sizes = [in, hidden..., out]``."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    r"""Re-draw every ``nn.Linear`` from ``generator``: weight and bias
+    :math:`\sim\mathcal U(-1/\sqrt{n_\text{in}}, 1/\sqrt{n_\text{in}})`, the range of PyTorch's default
+    initialisation, but reproducible without touching the global random state."""
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Linear):
+                bound = 1.0 / math.sqrt(mod.in_features)
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=generator) * (2 * bound) - bound)
+                if mod.bias is not None:
+                    mod.bias.copy_(torch.rand(mod.bias.shape, generator=generator) * (2 * bound) - bound)
+
+
+@torch.no_grad()
+def calibrate_(model: nn.Module, h_feat: torch.Tensor, a_feat: torch.Tensor) -> None:
+    r"""Data-dependent initialisation (in place): every hidden ``nn.Linear`` is rescaled so that, on the
+    calibration batch, each of its outputs has mean 0 and standard deviation 1.
+
+    004 gives no initialisation. With PyTorch's default one the deep sigmoid stacks of the GNN
+    shrink the signal by ~1e-7 from input to output (measured: the GNN output does not depend on
+    its input and training stalls at a constant output), so we centre and scale the
+    pre-activations layer by layer in forward order (the mean/variance part of LSUV, Mishkin &
+    Matas 2016). The output layers (``model.output_layers()``) keep their random initialisation.
+
+    Args:
+        h_feat: ``[B, L, 2M]``, a_feat: ``[B, K, 2M]`` float32 features of training samples.
+    """
+    skip = {id(m) for m in model.output_layers()}  # type: ignore[operator]
+
+    def hook(mod: nn.Linear, inp, out: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(out.ndim - 1))
+        mean, std = out.mean(dims), out.std(dims).clamp_min(1e-6)
+        mod.weight.div_(std[:, None])
+        mod.bias.sub_(mean).div_(std)
+        return (out - mean) / std
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()
+             if isinstance(m, nn.Linear) and id(m) not in skip]
+    try:
+        model.raw(h_feat, a_feat)  # type: ignore[operator]
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def normalize_power(C_raw: torch.Tensor, S_raw: torch.Tensor, power_w) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Normalisation layer (004 eq. (23), typo fixed): scale so that :math:`\mathrm{tr}(\mathbf R) = P_0`.
+
+    :math:`\mathbf C = \sqrt{P_0/t}\,\dot{\mathbf C}`, :math:`\mathbf S = \sqrt{P_0/t}\,\dot{\mathbf S}`,
+    :math:`t = \mathrm{Tr}(\dot{\mathbf C}\dot{\mathbf C}^H + \dot{\mathbf S}\dot{\mathbf S}^H)`. (The paper's
+    :math:`\sqrt{P_0}/t` gives power :math:`P_0/t`.)
+
+    Args:
+        C_raw: ``[B, M, L]`` complex128; S_raw: ``[B, M, M]`` complex128; power_w: scalar or ``[B]`` watts.
+    Returns:
+        ``(C, S)`` complex128 with ``||C||_F^2 + ||S||_F^2 = P0`` per sample.
+    """
+    p0 = _scalar_or_batch(power_w, C_raw.shape[0], "power_w").to(C_raw.device)
+    t = (C_raw.real**2 + C_raw.imag**2).sum((-2, -1)) + (S_raw.real**2 + S_raw.imag**2).sum((-2, -1))
+    g = (p0 / t.clamp_min(torch.finfo(REAL).tiny)).sqrt()[:, None, None]
+    return C_raw * g, S_raw * g
+
+
+def _to_complex(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``[..., 2M, n]`` real -> ``[..., M, n]`` complex128: rows 1..M real part, M+1..2M imaginary (eqs. (20)-(22))."""
+    x = x.to(REAL)
+    return torch.complex(x[..., :m, :], x[..., m:, :])
+
+
+# --- the GNN module -------------------------------------------------------------------------------
+
+
+class _UpdatingLayer(nn.Module):
+    r"""One updating layer of 004 (eqs. (16)-(19)), acting on user nodes ``[B, L, D]`` and the radar node ``[B, D]``.
+
+    User l: :math:`\mathbf z_l \leftarrow f_{\rm Comb,1}(\mathbf z_l + f_2(\mathbf z_{L+1}) +
+    \max_{j\ne l} f_1(\mathbf z_j))` (element-wise max; zeros when L = 1).
+    Radar: :math:`\mathbf z_{L+1} \leftarrow f_{\rm Comb,2}(f_2(\mathbf z_{L+1}) + \frac1L\sum_l f_1(\mathbf z_l))`.
+    The arguments of the combining FCNNs are summed (Table I gives them input size 128).
+    The aggregation uses the layer-t representations on both sides (the superscript t+1 on
+    z_Agg in (17), (19) is read as a typo for t).
+    """
+
+    def __init__(self, width: int = HIDDEN, hidden: int = UPDATE_HIDDEN):
+        super().__init__()
+        self.f1 = fcnn([width, hidden, width], final_activation=False)
+        self.f2 = fcnn([width, hidden, width], final_activation=False)
+        self.comb_user = fcnn([width, hidden, width], final_activation=False)
+        self.comb_radar = fcnn([width, hidden, width], final_activation=False)
+
+    def forward(self, users: torch.Tensor, radar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        msg = self.f1(users)  # [B, L, D]
+        radar_msg = self.f2(radar)  # [B, D]
+        n_users = users.shape[1]
+        if n_users > 1:
+            others = msg[:, None, :, :].expand(-1, n_users, -1, -1)  # [B, l, j, D]
+            self_mask = torch.eye(n_users, dtype=torch.bool, device=users.device)[None, :, :, None]
+            pooled = others.masked_fill(self_mask, float("-inf")).amax(dim=2)  # max over j != l
+        else:
+            pooled = torch.zeros_like(msg)
+        new_users = self.comb_user(users + radar_msg[:, None, :] + pooled)
+        new_radar = self.comb_radar(radar_msg + msg.mean(dim=1))
+        return new_users, new_radar
+
+
+class ZhaoGNN(nn.Module):
+    r"""GNN module of 004 Sec. III-A (Fig. 2-4, Table I): L user nodes + 1 radar node.
+
+    Initialisation layer (eqs. (13)-(14)) with shared encoders :math:`f_c^{(0)}` (channels) and
+    :math:`f_s^{(0)}` (steering vectors, averaged over the K targets):
+
+    .. math::
+
+        \mathbf z_l = f_{ct}(f_c(\mathbf g_l) + \tfrac1K\textstyle\sum_k f_s(\mathbf a_k)),\qquad
+        \mathbf z_{L+1} = f_{st}(\tfrac1L\textstyle\sum_l f_c(\mathbf g_l) + \tfrac1K\sum_k f_s(\mathbf a_k)),
+
+    then T = 2 updating layers (:class:`_UpdatingLayer`) and the normalisation layer
+    (eqs. (20)-(23)): :math:`\dot{\mathbf c}_l` from :math:`f_c^{(3)}(\mathbf z_l)\in\mathbb R^{2M}`,
+    :math:`\dot{\mathbf S}` from :math:`f_s^{(3)}(\mathbf z_{L+1})\in\mathbb R^{2M^2}` reshaped
+    ``[2M, M]`` (row-major), scaled by :func:`normalize_power`.
+
+    The same weights run for any L (users are nodes sharing encoders) and any K (targets are
+    averaged); only M is fixed. User permutations permute the columns of C and leave S unchanged.
+
+    Shapes:
+        input ``H [B, M, L]`` complex128, ``A [B, M, K]`` complex128, ``power_w``/``noise_w``
+        scalars or ``[B]`` (watts); output ``C [B, M, L]``, ``S [B, M, M]`` complex128.
+    """
+
+    def __init__(self, num_antennas: int, width: int = HIDDEN, update_hidden: int = UPDATE_HIDDEN,
+                 num_layers: int = NUM_UPDATING_LAYERS):
+        super().__init__()
+        m = int(num_antennas)
+        self.num_antennas = m
+        self.f_c = fcnn([2 * m, width, width], final_activation=False)
+        self.f_s = fcnn([2 * m, width, width], final_activation=False)
+        self.f_ct = fcnn([width, width, width], final_activation=False)
+        self.f_st = fcnn([width, width, width], final_activation=False)
+        self.layers = nn.ModuleList(_UpdatingLayer(width, update_hidden) for _ in range(num_layers))
+        self.out_c = nn.Linear(width, 2 * m)
+        self.out_s = nn.Linear(width, 2 * m * m)
+
+    def output_layers(self) -> list[nn.Module]:
+        return [self.out_c, self.out_s]
+
+    def raw(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised outputs from features: ``h_feat [B, L, 2M]``, ``a_feat [B, K, 2M]`` float32
+        -> ``C_raw [B, M, L]``, ``S_raw [B, M, M]`` complex128."""
+        m = self.num_antennas
+        hc = self.f_c(h_feat)  # [B, L, D]
+        sa = self.f_s(a_feat).mean(dim=1)  # [B, D]
+        users = self.f_ct(hc + sa[:, None, :])
+        radar = self.f_st(hc.mean(dim=1) + sa)
+        for layer in self.layers:
+            users, radar = layer(users, radar)
+        c = self.out_c(users).transpose(-2, -1)  # [B, 2M, L]
+        s = self.out_s(radar).reshape(-1, 2 * m, m)  # [B, 2M, M]
+        return _to_complex(c, m), _to_complex(s, m)
+
+    def forward(self, H: torch.Tensor, A: torch.Tensor, power_w, noise_w) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_inputs(H, A, self.num_antennas)
+        C_raw, S_raw = self.raw(channel_features(H, power_w, noise_w), steering_features(A))
+        return normalize_power(C_raw, S_raw, power_w)
+
+
+class ZhaoDNN(nn.Module):
+    r"""DNN benchmark of 004 (Sec. IV-B, Benchmark 3): 4 fully connected layers, hidden width 512, sigmoid.
+
+    Input: the concatenation of the user features (:func:`channel_features`, flattened
+    user-major) and the target features (:func:`steering_features`), size ``2ML + 2MK``;
+    three hidden layers of 512 with sigmoid; a linear output of size ``2ML + 2M^2``: the first
+    ``2ML`` entries give :math:`\dot{\mathbf c}_l` (``[Re; Im]`` per user), the rest
+    :math:`\dot{\mathbf S}` as in eq. (21); then the normalisation (23) of :func:`normalize_power`.
+    Fixed L and K (the training ones).
+    """
+
+    def __init__(self, num_antennas: int, num_users: int, num_targets: int, hidden: int = DNN_HIDDEN):
+        super().__init__()
+        m, l, k = int(num_antennas), int(num_users), int(num_targets)
+        self.num_antennas, self.num_users, self.num_targets = m, l, k
+        self.net = fcnn([2 * m * (l + k), hidden, hidden, hidden, 2 * m * l + 2 * m * m], final_activation=False)
+
+    def output_layers(self) -> list[nn.Module]:
+        return [self.net[-1]]
+
+    def raw(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m, l = self.num_antennas, self.num_users
+        if h_feat.shape[1] != l or a_feat.shape[1] != self.num_targets:
+            raise ValueError(
+                f"this DNN was built for L={l} users and K={self.num_targets} targets, "
+                f"got L={h_feat.shape[1]}, K={a_feat.shape[1]} (a DNN only runs on its training sizes)")
+        x = torch.cat([h_feat.flatten(1), a_feat.flatten(1)], dim=-1)
+        y = self.net(x)
+        c = y[:, : 2 * m * l].reshape(-1, l, 2 * m).transpose(-2, -1)  # [B, 2M, L]
+        s = y[:, 2 * m * l:].reshape(-1, 2 * m, m)
+        return _to_complex(c, m), _to_complex(s, m)
+
+    def forward(self, H: torch.Tensor, A: torch.Tensor, power_w, noise_w) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_inputs(H, A, self.num_antennas)
+        C_raw, S_raw = self.raw(channel_features(H, power_w, noise_w), steering_features(A))
+        return normalize_power(C_raw, S_raw, power_w)
+
+
+def _check_inputs(H: torch.Tensor, A: torch.Tensor, m: int) -> None:
+    for name, t in (("H", H), ("A", A)):
+        if not isinstance(t, torch.Tensor) or t.dtype != COMPLEX or t.ndim != 3:
+            raise ValueError(f"{name}: expected a [B, M, n] complex128 tensor, got "
+                             f"{getattr(t, 'dtype', type(t))} of shape {list(getattr(t, 'shape', []))}")
+        if t.shape[1] != m:
+            raise ValueError(f"{name}: the model was built for M={m} antennas, got M={t.shape[1]}")
+    if H.shape[0] != A.shape[0]:
+        raise ValueError(f"H and A have different batch sizes ({H.shape[0]} vs {A.shape[0]})")
+
+
+# --- loss -----------------------------------------------------------------------------------------
+
+
+def zhao_loss(
+    C: torch.Tensor,
+    S: torch.Tensor,
+    H: torch.Tensor,
+    steering: torch.Tensor,
+    desired: torch.Tensor,
+    noise_w,
+    sinr_target: float,
+    mu: float,
+    margin_db: float = 0.0,
+    sinr_scale: str = "linear",
+) -> dict[str, torch.Tensor]:
+    r"""Per-sample training loss of 004 eq. (25), built from the metrics package.
+
+    .. math::
+
+        \ell = L(\mathbf R) + \mu\sum_{l=1}^L \mathrm{ReLU}\!\Big(m - \frac{\Gamma_l}{\Gamma_0}\Big),
+        \qquad m = 10^{\text{margin\_db}/10},
+
+    :math:`L(\mathbf R)` the beampattern MSE of eq. (7) with the least-squares :math:`\beta^\star`
+    (:func:`isac.metrics.beampattern.beampattern_mse`), :math:`\Gamma_l` eq. (9)
+    (:func:`isac.metrics.comm.sinr` with beams ``[C, S]``). The SINR is divided by
+    :math:`\Gamma_0` (our choice; 004 gives no scale) so that :math:`\mu` is dimensionless and
+    does not depend on :math:`\Gamma_0`; ``margin_db > 0`` asks for a little more than
+    :math:`\Gamma_0` during training so that outputs near the boundary stay feasible.
+
+    Args:
+        C: ``[B, M, L]``, S: ``[B, M, M]``, H: ``[B, M, L]`` complex128.
+        steering: ``[N, M]`` (or ``[B, N, M]``) complex128 grid steering rows.
+        desired: ``[B, N]`` float64 desired pattern (eq. (34)).
+        noise_w: :math:`\sigma^2` (W), scalar or ``[B]``. sinr_target: :math:`\Gamma_0` (linear).
+        mu: penalty weight :math:`\mu`. margin_db: training margin (dB) on :math:`\Gamma_0`.
+        sinr_scale: "linear" (the formula above) or "db": the barrier is
+            :math:`\sum_l\mathrm{ReLU}(\Gamma_0^{\rm dB} + \text{margin\_db} - \Gamma_l^{\rm dB})/10`
+            (a shortfall of 10 dB costs 1, like a linear shortfall of :math:`\Gamma_0`).
+    Returns:
+        dict of ``[B]`` float64 tensors: ``loss``, ``mse``, ``barrier`` (the sum over users) and
+        ``sinr [B, L]`` (linear).
+    """
+    pattern = beampattern(steering, C, S)
+    mse, _ = beampattern_mse(desired, pattern)
+    g = sinr(H, torch.cat([C, S], dim=-1), noise_w)
+    if sinr_scale == "linear":
+        barrier = torch.relu(10.0 ** (margin_db / 10.0) - g / sinr_target).sum(-1)
+    elif sinr_scale == "db":
+        gap_db = margin_db + 10.0 * math.log10(sinr_target) - 10.0 * torch.log10(g.clamp_min(1e-30))
+        barrier = torch.relu(gap_db / 10.0).sum(-1)
+    else:
+        raise ValueError(f"sinr_scale must be 'linear' or 'db', got {sinr_scale!r}")
+    return {"loss": mse + mu * barrier, "mse": mse, "barrier": barrier, "sinr": g}

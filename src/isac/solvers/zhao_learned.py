@@ -1,0 +1,264 @@
+r"""Learned solvers of 004 (Zhao et al.) for ``beampattern-sinr``: ``gnn``, ``dnn`` and ``gnn-ip``.
+
+* ``gnn``: the GNN module alone (004 "GNN only", Figs. 10-11), one forward pass of
+  :class:`isac.learning.zhao.ZhaoGNN`. Its output always meets :math:`\mathrm{tr}\,\mathbf R = P_0`
+  but may violate an SINR constraint; :func:`isac.solvers.base.finalize` then labels it
+  INFEASIBLE (that is what the satisfaction-ratio figures count).
+* ``dnn``: the fully connected benchmark (004 Benchmark 3), :class:`isac.learning.zhao.ZhaoDNN`;
+  runs only on its training L and K.
+* ``gnn-ip``: 004 Algorithm 1. GNN module; if the evaluator finds the output infeasible, the
+  implicit projection module (problem (29) + eqs. (30)-(31),
+  :func:`isac.solvers.zhao_sdr.project_feasible`). ``info["projected"]`` says whether the
+  projection ran; ``timings`` has ``gnn_s`` (forward pass + feasibility check) and
+  ``projection_s`` (0.0 when not used).
+
+Which checkpoint: ``checkpoint`` names a file; otherwise the first ``*.pt`` file whose config
+matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g. 2 for the
+"scaled GNN" of 004 Fig. 9 run on more users) is taken from the folders of ``models``
+(os.pathsep-separated), or when empty from ``$ISAC_MODEL_DIR`` (os.pathsep-separated) and then
+the shipped ``isac/learning/weights`` folder, in that order (files sorted by name within a
+folder). Models are loaded once per (file, mtime) and cached at module level, before the timed
+part of ``solve``: ``time_s`` is inference only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+import isac.metrics.problems.beampattern_sinr  # noqa: F401  (registers the evaluator finalize() needs)
+from isac.learning import WEIGHTS_DIR
+from isac.learning.train import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, target_steering
+from isac.metrics.evaluate import evaluate
+from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
+from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize
+from isac.solvers.registry import register_solver
+from isac.tensors import COMPLEX
+
+MODEL_DIR_ENV = "ISAC_MODEL_DIR"
+SINR_DB_MATCH_TOL = 1e-9
+"""Gamma0 (dB) of a checkpoint and an instance match when they differ by less than this."""
+
+_MODELS: dict[tuple[str, float, str], tuple[torch.nn.Module, TrainConfig]] = {}
+_CONFIGS: dict[tuple[str, float], TrainConfig | None] = {}
+
+
+def model_folders(models: str = "") -> list[Path]:
+    """Folders searched for checkpoints: ``models`` if given, else ``$ISAC_MODEL_DIR`` then the shipped folder."""
+    if models:
+        return [Path(p) for p in models.split(os.pathsep) if p]
+    env = [Path(p) for p in os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep) if p]
+    return [*env, WEIGHTS_DIR]
+
+
+def _config_of(path: Path) -> TrainConfig | None:
+    """Config of a checkpoint file (cached by path and mtime); None for an unreadable or foreign file."""
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _CONFIGS:
+        try:
+            _CONFIGS[key] = read_checkpoint(path)["config_obj"]
+        except CheckpointError:
+            _CONFIGS[key] = None
+    return _CONFIGS[key]
+
+
+def find_checkpoint(kind: str, num_antennas: int, num_users: int, sinr_db: float,
+                    folders: Sequence[Path]) -> Path | None:
+    """First checkpoint in ``folders`` trained with ``kind``, M, L and Gamma0 (dB); None if there is none."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.pt")):
+            cfg = _config_of(path)
+            if (cfg is not None and cfg.kind == kind and cfg.num_antennas == num_antennas
+                    and cfg.num_users == num_users and abs(cfg.sinr_db - sinr_db) < SINR_DB_MATCH_TOL):
+                return path
+    return None
+
+
+def get_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """Load (once per file, mtime and device) the model of a checkpoint; :class:`CheckpointError` if unusable."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    key = (str(p.resolve()), p.stat().st_mtime, device)
+    if key not in _MODELS:
+        model, config = load_checkpoint(p)
+        _MODELS[key] = (model.to(device), config)
+    return _MODELS[key]
+
+
+def _fmt_db(x: float) -> str:
+    return f"{x:g}"
+
+
+@torch.no_grad()
+def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance], device: str):
+    """One forward pass over instances sharing M, L and K -> ``C [B, M, L]``, ``S [B, M, M]`` complex128 on CPU."""
+    H = torch.stack([i.H for i in instances]).to(device)
+    first = instances[0]
+    if all(i.spacing_wavelengths == first.spacing_wavelengths for i in instances):  # one array: vectorised
+        angles = torch.stack([i.target_angles_deg for i in instances])  # [B, K]
+        A = first.array.steering(torch.deg2rad(angles)).transpose(-2, -1).to(device)
+    else:
+        A = torch.stack([target_steering(i) for i in instances]).to(device)
+    power = torch.tensor([i.power_w for i in instances], dtype=torch.float64, device=device)
+    noise = torch.tensor([i.noise_w for i in instances], dtype=torch.float64, device=device)
+    C, S = model(H, A, power, noise)
+    return C.to("cpu", COMPLEX), S.to("cpu", COMPLEX)
+
+
+@dataclass
+class _ZhaoLearned(Solver):
+    checkpoint: str = ""
+    """Explicit checkpoint file ("" = look one up, see the module docstring)."""
+    models: str = ""
+    """Folder(s) of checkpoints to search, os.pathsep-separated ("" = $ISAC_MODEL_DIR, then the shipped weights)."""
+    train_users: int = 0
+    """L of the model to use (0 = the instance's L); e.g. 2 runs a GNN trained with L = 2 on more users."""
+    device: str = "cpu"
+    """torch device for the forward pass ("cpu", "cuda", ...)."""
+
+    kind: ClassVar[str] = "gnn"
+    problems: ClassVar[tuple[str, ...]] = (BEAMPATTERN_SINR,)
+
+    def __post_init__(self) -> None:
+        if self.train_users < 0:
+            raise ValueError(f"train_users must be >= 0, got {self.train_users}")
+        self._model: torch.nn.Module | None = None
+        self._timings: dict[str, float] = {}
+        self._info: dict[str, Any] = {}
+
+    # --- model resolution (not timed) ---------------------------------------------------------------
+    def resolve(self, inst: BeampatternSinrInstance) -> tuple[torch.nn.Module, TrainConfig, Path]:
+        """The model this solver uses on ``inst`` (loaded and cached); :class:`OptionError` if there is none."""
+        label = f"zhao-{self.kind}"
+        users = self.train_users or inst.num_users
+        if self.checkpoint:
+            path = Path(self.checkpoint)
+        else:
+            folders = model_folders(self.models)
+            found = find_checkpoint(self.kind, inst.num_antennas, users, inst.sinr_db, folders)
+            if found is None:
+                where = ", ".join(str(f) for f in folders)
+                raise OptionError(
+                    f"no trained {label} for M={inst.num_antennas}, L={users}, Gamma0={_fmt_db(inst.sinr_db)} dB in "
+                    f"{where}; train one with `isac train {label} --users {users} --sinr-db {_fmt_db(inst.sinr_db)} "
+                    f"--out DIR`")
+            path = found
+        try:
+            model, config = get_model(path, self.device)
+        except CheckpointError as e:
+            raise OptionError(f"solver {self.name!r}: {e}") from None
+        if config.kind != self.kind:
+            raise OptionError(f"solver {self.name!r}: {path} holds a zhao-{config.kind}, not a {label}")
+        if config.num_antennas != inst.num_antennas:
+            raise OptionError(f"solver {self.name!r}: {path} was trained for M={config.num_antennas} antennas, "
+                              f"the instance has M={inst.num_antennas}")
+        if self.kind == "dnn" and (config.num_users, config.num_targets) != (inst.num_users, inst.num_targets):
+            raise OptionError(f"solver {self.name!r}: {path} was trained for L={config.num_users}, "
+                              f"K={config.num_targets}; the instance has L={inst.num_users}, K={inst.num_targets} "
+                              "(a DNN only runs on its training L and K)")
+        return model, config, path
+
+    def solve(self, instance) -> Result:
+        if instance.problem not in self.problems:
+            return super().solve(instance)  # raises the base class's OptionError
+        self._model, _, _ = self.resolve(instance)  # one-time loading stays out of time_s
+        self._timings, self._info = {}, {}
+        result = super().solve(instance)
+        result.timings.update(self._timings)
+        result.info.update(self._info)
+        return result
+
+    def _solve(self, inst: BeampatternSinrInstance):
+        assert self._model is not None
+        C, S = _forward(self._model, [inst], self.device)
+        return Status.CONVERGED, f"{self.kind.upper()} forward pass", {"C": C[0], "S": S[0]}, [], 1
+
+    def solve_batch(self, instances: Sequence[BeampatternSinrInstance]) -> list[Result]:
+        """Solve many instances with ONE forward pass; each Result's ``time_s`` is the batch time / B.
+
+        The instances must share M, L and K (P0 and sigma^2 may differ); the model is resolved
+        from the first one.
+        """
+        insts = list(instances)
+        if not insts:
+            return []
+        first = insts[0]
+        if any(i.problem != BEAMPATTERN_SINR for i in insts):
+            raise OptionError(f"solver {self.name!r} solves only {BEAMPATTERN_SINR}")
+        shape = (first.num_antennas, first.num_users, first.num_targets)
+        if any((i.num_antennas, i.num_users, i.num_targets) != shape for i in insts):
+            raise ValueError("solve_batch: every instance must have the same M, L and K")
+        model, _, _ = self.resolve(first)
+        t0 = time.perf_counter()
+        C, S = _forward(model, insts, self.device)
+        per = (time.perf_counter() - t0) / len(insts)
+        out = []
+        for b, inst in enumerate(insts):
+            res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
+                         message=f"{self.kind.upper()} forward pass (batch of {len(insts)})",
+                         solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
+                         timings={"solve_s": per}, options=self.options(), seed=None)
+            out.append(finalize(res, inst))
+        return out
+
+    def options(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "models": self.models, "train_users": self.train_users,
+                "device": self.device}
+
+
+@register_solver
+@dataclass
+class ZhaoGnn(_ZhaoLearned):
+    """GNN module of 004 only (no projection); infeasible outputs are reported INFEASIBLE."""
+
+    name: ClassVar[str] = "gnn"
+    kind: ClassVar[str] = "gnn"
+    description: ClassVar[str] = "004 GNN module only (one forward pass of a trained model, no projection)"
+
+
+@register_solver
+@dataclass
+class ZhaoDnn(_ZhaoLearned):
+    """DNN benchmark of 004 (Benchmark 3); fixed L and K."""
+
+    name: ClassVar[str] = "dnn"
+    kind: ClassVar[str] = "dnn"
+    description: ClassVar[str] = "004 DNN benchmark (4 fully connected layers, one forward pass; fixed L, K)"
+
+
+@register_solver
+@dataclass
+class ZhaoGnnIp(_ZhaoLearned):
+    """004 Algorithm 1: GNN module, then the implicit projection module when the output is infeasible."""
+
+    name: ClassVar[str] = "gnn-ip"
+    kind: ClassVar[str] = "gnn"
+    description: ClassVar[str] = "004 GNN-IP: GNN module + implicit projection (problem (29), eqs. (30)-(31)) if infeasible"
+
+    def _solve(self, inst: BeampatternSinrInstance):
+        assert self._model is not None
+        t0 = time.perf_counter()
+        C, S = _forward(self._model, [inst], self.device)
+        C, S = C[0], S[0]
+        feasible = bool(evaluate(inst, {"C": C, "S": S}).get("feasible", False))
+        self._timings["gnn_s"] = time.perf_counter() - t0
+        self._timings["projection_s"] = 0.0
+        self._info["projected"] = not feasible
+        if feasible:
+            return Status.CONVERGED, "GNN output feasible, projection not used", {"C": C, "S": S}, [], 1
+        from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
+
+        t1 = time.perf_counter()
+        C_t, S_t, status, message = project_feasible(inst, C, S)
+        self._timings["projection_s"] = time.perf_counter() - t1
+        return status, f"GNN output infeasible, projected: {message}", {"C": C_t, "S": S_t}, [], 1
