@@ -12,7 +12,7 @@ with options and a unique label), the metrics to record and the plots to draw::
     preset = "small"
     seed = 2026                 # root of every trial seed
     trials = 4
-    metrics = ["sum_rate_nats", "crlb_trace"]
+    metrics = ["sum_rate_nats", "crlb_trace"]   # evaluator keys; also "info.KEY" / "timings.KEY" of the Result
 
     [fixed]                     # preset keyword parameters held constant
     num_users = 2

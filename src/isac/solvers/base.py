@@ -54,7 +54,7 @@ class Result:
         seed: the seed the solver used for its own randomness (None if it has none).
         info: facts about how the solver ran that are not quality metrics (e.g.
             ``{"projected": True}`` when a learned solver's output needed its projection).
-            Sweeps can record them like metrics.
+            Sweeps record them as metrics named ``info.KEY`` (and ``timings.KEY``).
     """
 
     problem: str
