@@ -197,7 +197,7 @@ class _ZhaoLearned(Solver):
             raise OptionError(f"solver {self.name!r} solves only {BEAMPATTERN_SINR}")
         shape = (first.num_antennas, first.num_users, first.num_targets)
         if any((i.num_antennas, i.num_users, i.num_targets) != shape for i in insts):
-            raise ValueError("solve_batch: every instance must have the same M, L and K")
+            raise OptionError("solve_batch: every instance must have the same M, L and K")
         model, _, _ = self.resolve(first)
         t0 = time.perf_counter()
         C, S = _forward(model, insts, self.device)
