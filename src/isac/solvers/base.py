@@ -106,6 +106,7 @@ class Solver:
 
     Subclasses are ``@dataclass`` with typed option fields and define
     ``name``, ``problems`` and ``_solve(instance) -> (status, message, solution, trace, iterations)``.
+    Inside ``_solve``, :meth:`record` attaches finer timings and solver facts to the Result.
     """
 
     name: ClassVar[str] = ""
@@ -118,9 +119,15 @@ class Solver:
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def record(self, *, timings: Mapping[str, float] | None = None, info: Mapping[str, Any] | None = None) -> None:
+        """From inside ``_solve``: timings (seconds) and facts to add to this solve's Result."""
+        self._recorded[0].update(timings or {})
+        self._recorded[1].update(info or {})
+
     def solve(self, instance) -> Result:
         if instance.problem not in self.problems:
             raise OptionError(f"solver {self.name!r} does not solve {instance.problem!r} (it solves: {', '.join(self.problems)})")
+        self._recorded: tuple[dict[str, float], dict[str, Any]] = ({}, {})
         t0 = time.perf_counter()
         try:
             status, message, solution, trace, iterations = self._solve(instance)
@@ -137,9 +144,10 @@ class Solver:
                 trace=trace,
                 iterations=iterations,
                 time_s=elapsed,
-                timings={"solve_s": elapsed},
+                timings={"solve_s": elapsed, **self._recorded[0]},
                 options=self.options(),
                 seed=getattr(self, "seed", None),
+                info=dict(self._recorded[1]),
             ),
             instance,
         )

@@ -95,10 +95,6 @@ def get_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Mo
     return _MODELS[key]
 
 
-def _fmt_db(x: float) -> str:
-    return f"{x:g}"
-
-
 @torch.no_grad()
 def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance], device: str):
     """One forward pass over instances sharing M, L and K -> ``C [B, M, L]``, ``S [B, M, M]`` complex128 on CPU."""
@@ -133,8 +129,6 @@ class _ZhaoLearned(Solver):
         if self.train_users < 0:
             raise ValueError(f"train_users must be >= 0, got {self.train_users}")
         self._model: torch.nn.Module | None = None
-        self._timings: dict[str, float] = {}
-        self._info: dict[str, Any] = {}
 
     # --- model resolution (not timed) ---------------------------------------------------------------
     def resolve(self, inst: BeampatternSinrInstance) -> tuple[torch.nn.Module, TrainConfig, Path]:
@@ -149,8 +143,8 @@ class _ZhaoLearned(Solver):
             if found is None:
                 where = ", ".join(str(f) for f in folders)
                 raise OptionError(
-                    f"no trained {label} for M={inst.num_antennas}, L={users}, Gamma0={_fmt_db(inst.sinr_db)} dB in "
-                    f"{where}; train one with `isac train {label} --users {users} --sinr-db {_fmt_db(inst.sinr_db)} "
+                    f"no trained {label} for M={inst.num_antennas}, L={users}, Gamma0={inst.sinr_db:g} dB in "
+                    f"{where}; train one with `isac train {label} --users {users} --sinr-db {inst.sinr_db:g} "
                     f"--out DIR`")
             path = found
         try:
@@ -172,11 +166,7 @@ class _ZhaoLearned(Solver):
         if instance.problem not in self.problems:
             return super().solve(instance)  # raises the base class's OptionError
         self._model, _, _ = self.resolve(instance)  # one-time loading stays out of time_s
-        self._timings, self._info = {}, {}
-        result = super().solve(instance)
-        result.timings.update(self._timings)
-        result.info.update(self._info)
-        return result
+        return super().solve(instance)
 
     def _solve(self, inst: BeampatternSinrInstance):
         assert self._model is not None
@@ -251,14 +241,12 @@ class ZhaoGnnIp(_ZhaoLearned):
         C, S = _forward(self._model, [inst], self.device)
         C, S = C[0], S[0]
         feasible = bool(evaluate(inst, {"C": C, "S": S}).get("feasible", False))
-        self._timings["gnn_s"] = time.perf_counter() - t0
-        self._timings["projection_s"] = 0.0
-        self._info["projected"] = not feasible
+        self.record(timings={"gnn_s": time.perf_counter() - t0, "projection_s": 0.0}, info={"projected": not feasible})
         if feasible:
             return Status.CONVERGED, "GNN output feasible, projection not used", {"C": C, "S": S}, [], 1
         from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
 
         t1 = time.perf_counter()
         C_t, S_t, status, message = project_feasible(inst, C, S)
-        self._timings["projection_s"] = time.perf_counter() - t1
+        self.record(timings={"projection_s": time.perf_counter() - t1})
         return status, f"GNN output infeasible, projected: {message}", {"C": C_t, "S": S_t}, [], 1

@@ -99,7 +99,7 @@ import torch
 import isac.metrics.problems.beampattern_sinr  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
-from isac.solvers.base import Result, Solver, Status
+from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver
 from isac.tensors import COMPLEX, as_complex, hermitian
 
@@ -595,30 +595,20 @@ class ZhaoSdr(Solver):
 
     def __post_init__(self) -> None:
         _check_options(self.backend, self.eps, self.max_iters, self.sinr_margin)
-        self._timings: dict[str, float] = {}
-        self._info: dict[str, float] = {}
 
     def _solve(self, inst: BeampatternSinrInstance):
         t0 = time.perf_counter()
         rel = solve_relaxation(inst, backend=self.backend, eps=self.eps, max_iters=self.max_iters,
                                sinr_margin=self.sinr_margin)
-        self._timings["sdp_s"] = time.perf_counter() - t0
+        self.record(timings={"sdp_s": time.perf_counter() - t0})
         if rel.R is None or rel.C is None:
             return rel.status, rel.message, {}, [], 1
         t1 = time.perf_counter()
         C, S = extract_beams(inst, rel.R, rel.C)
         C, S, moved = rebalance_for_sinr(inst, C, S)
-        self._timings["extraction_s"] = time.perf_counter() - t1
-        self._info["rebalanced_power_w"] = moved
+        self.record(timings={"extraction_s": time.perf_counter() - t1}, info={"rebalanced_power_w": moved})
         message = rel.message
         if moved > 0:
             message += f"; {moved:.3g} W moved between beams to meet Gamma0 (solver accuracy)"
         trace = [{"sdp_objective": rel.objective}]
         return rel.status, message, {"C": C, "S": S}, trace, 1
-
-    def solve(self, instance) -> Result:
-        self._timings, self._info = {}, {}
-        result = super().solve(instance)
-        result.timings.update(self._timings)
-        result.info.update(self._info)
-        return result
