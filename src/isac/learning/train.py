@@ -409,9 +409,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConf
     """
     payload = read_checkpoint(path)
     config = payload["config_obj"]
-    with torch.random.fork_rng(devices=[]):
-        model: torch.nn.Module = (ZhaoGNN(config.num_antennas) if config.kind == "gnn"
-                                  else ZhaoDNN(config.num_antennas, config.num_users, config.num_targets))
+    model = build_model(config)  # the architecture; its initial weights are replaced below
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, TypeError, KeyError) as e:
