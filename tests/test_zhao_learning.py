@@ -289,3 +289,57 @@ def test_shipped_checkpoints(kind):
             assert res.feasible
             sinr_ok = evaluate(make_zhao(seed), res.solution)["min_sinr_db"] >= 8.0 + 10 * math.log10(1 - SINR_RTOL)
             assert sinr_ok
+
+
+# --- fixed target sets and the learning-rate schedule ---------------------------------------------
+
+
+def test_fixed_target_config_and_samples():
+    cfg = TrainConfig(kind="gnn", num_targets=5, target_angles_deg=(-40, 0, 40), **TINY)
+    assert cfg.num_targets == 3 and cfg.target_angles_deg == [-40.0, 0.0, 40.0]
+    data = make_dataset(cfg, "val")
+    want = make_zhao(0, target_angles_deg=(-40.0, 0.0, 40.0))
+    for b in range(len(data)):  # every sample carries the fixed steering vectors
+        torch.testing.assert_close(data.A[b], zl.target_steering(want), rtol=0, atol=0)
+    assert TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg  # survives the checkpoint round trip
+    for bad in ([], [float("nan")], [100.0], ["x"]):
+        with pytest.raises(ValueError, match="target_angles_deg"):
+            TrainConfig(target_angles_deg=bad)
+
+
+def test_cosine_schedule_decays_to_one_percent():
+    from isac.learning.train import lr_at
+
+    cfg = TrainConfig(epochs=11, lr=2e-3, lr_schedule="cosine")
+    rates = [lr_at(cfg, e) for e in range(1, 12)]
+    assert rates[0] == pytest.approx(2e-3) and rates[-1] == pytest.approx(2e-5)
+    assert rates[5] == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5))  # half way: the mid point of the cosine
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert lr_at(dataclasses.replace(cfg, lr_schedule="constant"), 7) == 2e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_fixed_target_model_is_preferred_and_never_used_on_other_targets(tmp_path, tiny_ckpt):
+    generic = tmp_path / "a-generic.pt"
+    generic.write_bytes(tiny_ckpt[0].read_bytes())
+    fixed = tmp_path / "b-fixed.pt"
+    train(TrainConfig(kind="gnn", target_angles_deg=[-40.0, 15.0, 30.0], **{**TINY, "epochs": 1}), fixed, echo=None)
+    folders = [tmp_path]
+    assert zl.find_checkpoint("gnn", 10, 2, 8.0, folders, [30.0, -40.0, 15.0]) == fixed  # a set: order is free
+    assert zl.find_checkpoint("gnn", 10, 2, 8.0, folders, [-40.0, 0.0, 40.0]) == generic
+    assert zl.find_checkpoint("gnn", 10, 2, 8.0, [tmp_path / "nothing", tmp_path], [-40.0, 15.0, 30.0]) == fixed
+    generic.unlink()
+    assert zl.find_checkpoint("gnn", 10, 2, 8.0, folders, [-40.0, 0.0, 40.0]) is None
+    solver = get_solver("beampattern-sinr", "gnn", {"models": str(tmp_path)})
+    res = solver.solve(make_zhao(3, target_angles_deg=(-40.0, 15.0, 30.0)))
+    assert res.solution["C"].shape == (10, 2)
+    with pytest.raises(OptionError, match="no trained zhao-gnn"):
+        solver.solve(make_zhao(3))
+    explicit = get_solver("beampattern-sinr", "gnn", {"checkpoint": str(fixed)})
+    with pytest.raises(OptionError, match="was trained on targets") as e:
+        explicit.solve(make_zhao(3))
+    assert "\n" not in str(e.value)
+    batch = [make_zhao(s, target_angles_deg=(-40.0, 15.0, 30.0)) for s in range(2)] + [make_zhao(5)]
+    with pytest.raises(OptionError, match="every instance of the batch"):
+        explicit.solve_batch(batch)

@@ -61,3 +61,47 @@ def test_model_lookup_error_names_the_training_command(solver, capsys, monkeypat
     code, _, err = run_cli(["solve", "beampattern-sinr", "--preset", "zhao", "--solver", solver, "--option",
                             f"models={tmp_path}"], capsys, monkeypatch)
     assert code == 2 and "isac train zhao-gnn" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fixed_target_presets_need_fixed_target_models(tmp_path, capsys, monkeypatch):
+    from isac.experiments.spec import parse_spec as load_spec_text
+
+    spec = load_spec_text("""
+name = "fixed"
+problem = "beampattern-sinr"
+preset = "zhao-fixed-b"
+trials = 1
+seed = 0
+metrics = ["beampattern_mse"]
+[[solvers]]
+name = "gnn-ip"
+[[solvers]]
+name = "sdr"
+""")
+    (need,) = models.required_models([spec])
+    assert need.target_angles_deg == (-40.0, 15.0, 30.0) and need.kind == "gnn"
+    assert need.file_name() == "zhao-gnn-M10-L2-K3-8dB-T-40_15_30.pt"
+    random = load_spec_text(spec_text_for("zhao"))
+    assert models.required_models([random])[0].target_angles_deg == ()
+    out = tmp_path / "f.pt"
+    code, _, err = run_cli(["train", "zhao-gnn", "--quick", "--epochs", "1", "--samples", "40", "--antennas", "4",
+                            "--target-angles", "-40, 15,30", "--out", out], capsys, monkeypatch)
+    assert code == 0, err
+    cfg = read_checkpoint(out)["config_obj"]
+    assert cfg.target_angles_deg == [-40.0, 15.0, 30.0] and cfg.num_targets == 3
+    for bad, why in (("-40,x", "--target-angles"), ("-40,95", "target_angles_deg")):
+        code, _, err = run_cli(["train", "zhao-gnn", "--quick", "--target-angles", bad], capsys, monkeypatch)
+        assert code == 2 and why in err and len(err.strip().splitlines()) == 1
+
+
+def spec_text_for(preset):
+    return f"""
+name = "random"
+problem = "beampattern-sinr"
+preset = "{preset}"
+trials = 1
+seed = 0
+metrics = ["beampattern_mse"]
+[[solvers]]
+name = "gnn"
+"""

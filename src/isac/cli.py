@@ -346,13 +346,18 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt]."),
     users: int = typer.Option(2, "--users", help="Number of users L of the training samples."),
     sinr_db: float = typer.Option(8.0, "--sinr-db", help="SINR target Gamma0 [dB] of the loss."),
-    targets: int = typer.Option(3, "--targets", help="Number of target directions K of the samples."),
+    targets: int = typer.Option(3, "--targets", help="Number of target directions K of the samples (drawn per sample)."),
+    target_angles: Optional[str] = typer.Option(
+        None, "--target-angles",
+        help="Fixed target directions [deg] of every sample, comma-separated, e.g. -40,0,40 (004 trains one model "
+             "per target set); sets K. [default: K directions drawn per sample]"),
     antennas: int = typer.Option(10, "--antennas", help="Number of antennas M."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; --quick: 3]."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [default: 10000; --quick: 500]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="Learning-rate schedule: constant or cosine (decay to 1 %)."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
     """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
@@ -366,12 +371,20 @@ def train_cmd(
         sizes["epochs"] = epochs
     if samples is not None:
         sizes["n_train"] = samples
+    angles = None
+    if target_angles is not None:
+        try:
+            angles = [float(a) for a in target_angles.split(",") if a.strip()]
+        except ValueError:
+            raise UserError(f"--target-angles: expected comma-separated degrees like -40,0,40, got {target_angles!r}") from None
     try:
         cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
-                          sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, **sizes)
+                          sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, lr_schedule=lr_schedule,
+                          target_angles_deg=angles, **sizes)
     except ValueError as e:
         raise UserError(str(e)) from None
-    path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB.pt")
+    fixed = ("-T" + "_".join(f"{a:g}" for a in cfg.target_angles_deg)) if cfg.target_angles_deg else ""
+    path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB{fixed}.pt")
     with _progress_bar(True) as factory:
         train(cfg, path, echo=typer.echo, progress=factory(f"{target} epochs"))
 

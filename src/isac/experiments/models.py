@@ -35,20 +35,31 @@ QUICK_TRAINING = {"epochs": 20, "n_train": 2000, "n_val": 200, "n_test": 200}
 
 @dataclass(frozen=True, order=True)
 class ModelNeed:
-    """One model to have: kind ("gnn" | "dnn") trained for this setting."""
+    """One model to have: kind ("gnn" | "dnn") trained for this setting.
+
+    ``target_angles_deg`` is the fixed target set of the spec's preset (004 trains one model per
+    set), or ``()`` when the preset draws targets per instance.
+    """
 
     kind: str
     num_antennas: int
     num_users: int
     num_targets: int
     sinr_db: float
+    target_angles_deg: tuple[float, ...] = ()
 
     def file_name(self) -> str:
-        return f"zhao-{self.kind}-M{self.num_antennas}-L{self.num_users}-K{self.num_targets}-{self.sinr_db:g}dB.pt"
+        fixed = ("-T" + "_".join(f"{a:g}" for a in self.target_angles_deg)) if self.target_angles_deg else ""
+        return f"zhao-{self.kind}-M{self.num_antennas}-L{self.num_users}-K{self.num_targets}-{self.sinr_db:g}dB{fixed}.pt"
 
 
 def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
-    """Every (kind, M, L, K, Gamma0) a learned solver of these specs will ask for."""
+    """Every (kind, M, L, K, Gamma0, fixed target set) a learned solver of these specs will ask for.
+
+    A preset has a fixed target set when two instances drawn from different seeds at the same
+    point have the same target directions (``zhao-fixed-a`` and ``-b``); random directions never
+    repeat.
+    """
     from isac.scenario.problems import make_preset
 
     needs: set[ModelNeed] = set()
@@ -59,12 +70,17 @@ def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
         if not learned:
             continue
         for point in spec.points():
-            inst = make_preset(spec.problem, spec.preset, spec.seed, **spec.preset_kwargs(point))
+            kwargs = spec.preset_kwargs(point)
+            inst = make_preset(spec.problem, spec.preset, spec.seed, **kwargs)
+            other = make_preset(spec.problem, spec.preset, spec.seed + 1, **kwargs)
+            angles = inst.target_angles_deg.tolist()
+            fixed = tuple(angles) if angles == other.target_angles_deg.tolist() else ()
             for s in learned:
                 if not s.runs_at(point) or s.options.get("checkpoint"):
                     continue
                 users = int(s.options.get("train_users", 0) or 0) or inst.num_users
-                needs.add(ModelNeed(LEARNED[s.name], inst.num_antennas, users, inst.num_targets, float(inst.sinr_db)))
+                needs.add(ModelNeed(LEARNED[s.name], inst.num_antennas, users, inst.num_targets, float(inst.sinr_db),
+                                    fixed))
     return sorted(needs)
 
 
@@ -78,7 +94,8 @@ def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, 
     paths = []
     for need in needs:
         cfg = TrainConfig(kind=need.kind, num_antennas=need.num_antennas, num_users=need.num_users,
-                          num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed)
+                          num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed,
+                          target_angles_deg=list(need.target_angles_deg) or None)
         if mode == "quick":
             cfg = replace(cfg, **QUICK_TRAINING)
         path = out / need.file_name()

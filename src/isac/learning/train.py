@@ -60,6 +60,19 @@ epochs to an input-independent output (loss plateau 2.87, 0% feasible, measured 
 calibration), so the GNN default is 1e-3."""
 
 
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules over the epochs: constant, or cosine decay to 1 % of the initial rate."""
+
+
+def lr_at(config: "TrainConfig", epoch: int) -> float:
+    """Adam learning rate for ``epoch`` (1-based) under ``config.lr_schedule``."""
+    lr0 = config.learning_rate
+    if config.lr_schedule == "constant" or config.epochs <= 1:
+        return lr0
+    frac = (epoch - 1) / (config.epochs - 1)
+    return lr0 * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated or not an isac zhao model; one-line message."""
 
@@ -84,6 +97,9 @@ class TrainConfig:
         calibrate: data-dependent initialisation (:func:`~isac.learning.zhao.calibrate_`) on the
             first training samples (needed: without it the GNN does not train, see there).
         sinr_scale: "linear" or "db", the scale of the SINR barrier (:func:`~isac.learning.zhao.zhao_loss`).
+        target_angles_deg: fixed target directions (deg) of every sample, e.g. ``[-40, 0, 40]``
+            (004 trains one model per target set, Sec. IV-C); None = K directions drawn per
+            sample (``make_zhao``'s distribution). When given, ``num_targets`` is its length.
     """
 
     kind: str = "gnn"
@@ -105,8 +121,19 @@ class TrainConfig:
     threads: int = 0
     calibrate: bool = True
     sinr_scale: str = "db"
+    target_angles_deg: list[float] | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
+        if self.target_angles_deg is not None:
+            try:
+                angles = [float(a) for a in self.target_angles_deg]
+            except (TypeError, ValueError):
+                raise ValueError(f"target_angles_deg must be a list of numbers, got {self.target_angles_deg!r}") from None
+            if not angles or not all(math.isfinite(a) and -90.0 <= a <= 90.0 for a in angles):
+                raise ValueError(f"target_angles_deg must be 1 or more finite angles in [-90, 90], got {angles}")
+            self.target_angles_deg = angles
+            self.num_targets = len(angles)
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.preset != "zhao":
@@ -123,6 +150,8 @@ class TrainConfig:
             raise ValueError(f"sinr_scale must be 'linear' or 'db', got {self.sinr_scale!r}")
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     @property
     def learning_rate(self) -> float:
@@ -213,7 +242,8 @@ def make_dataset(config: TrainConfig, split: str) -> ZhaoData:
     """Draw a split ("train", "val" or "test") with ``make_zhao`` (a loop; ~0.3 ms per sample)."""
     seeds = split_seeds(config)[split]
     insts = [make_zhao(s, num_antennas=config.num_antennas, num_users=config.num_users,
-                       num_targets=config.num_targets, sinr_db=config.sinr_db) for s in seeds]
+                       num_targets=config.num_targets, sinr_db=config.sinr_db,
+                       target_angles_deg=config.target_angles_deg) for s in seeds]
     if not insts:
         raise ValueError(f"split {split!r} is empty")
     return dataclasses.replace(batch_instances(insts), seeds=seeds)
@@ -315,6 +345,8 @@ def train(
         t_train = time.perf_counter()
         for epoch in range(1, config.epochs + 1):
             t_epoch = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(config, epoch)
             perm = torch.randperm(n, generator=shuffle)
             total = 0.0
             for i in range(0, n, config.batch_size):

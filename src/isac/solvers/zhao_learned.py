@@ -12,12 +12,13 @@ r"""Learned solvers of 004 (Zhao et al.) for ``beampattern-sinr``: ``gnn``, ``dn
   projection ran; ``timings`` has ``gnn_s`` (forward pass + feasibility check) and
   ``projection_s`` (0.0 when not used).
 
-Which checkpoint: ``checkpoint`` names a file; otherwise the first ``*.pt`` file whose config
+Which checkpoint: ``checkpoint`` names a file; otherwise a ``*.pt`` file whose config
 matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g. 2 for the
 "scaled GNN" of 004 Fig. 9 run on more users) is taken from the folders of ``models``
 (os.pathsep-separated), or when empty from ``$ISAC_MODEL_DIR`` (os.pathsep-separated) and then
 the shipped ``isac/learning/weights`` folder, in that order (files sorted by name within a
-folder). Models are loaded once per (file, mtime) and cached at module level, before the timed
+folder). A model trained on the instance's own fixed target set (004 trains one per set) is
+preferred over one trained on random targets; a model trained on another fixed set is never used. Models are loaded once per (file, mtime) and cached at module level, before the timed
 part of ``solve``: ``time_s`` is inference only.
 """
 
@@ -45,6 +46,8 @@ from isac.tensors import COMPLEX
 MODEL_DIR_ENV = "ISAC_MODEL_DIR"
 SINR_DB_MATCH_TOL = 1e-9
 """Gamma0 (dB) of a checkpoint and an instance match when they differ by less than this."""
+TARGET_ANGLE_MATCH_TOL_DEG = 1e-6
+"""Fixed training target directions match an instance's when each differs by less than this (deg)."""
 
 _MODELS: dict[tuple[str, float, str], tuple[torch.nn.Module, TrainConfig]] = {}
 _CONFIGS: dict[tuple[str, float], TrainConfig | None] = {}
@@ -69,18 +72,39 @@ def _config_of(path: Path) -> TrainConfig | None:
     return _CONFIGS[key]
 
 
+def _angles_match(cfg: TrainConfig, angles_deg: Sequence[float] | None) -> bool:
+    """A model trained on fixed targets serves only instances with those targets (as sets, 1e-6 deg)."""
+    if cfg.target_angles_deg is None:
+        return True
+    if angles_deg is None or len(angles_deg) != len(cfg.target_angles_deg):
+        return False
+    return all(abs(a - b) < TARGET_ANGLE_MATCH_TOL_DEG
+               for a, b in zip(sorted(cfg.target_angles_deg), sorted(float(x) for x in angles_deg)))
+
+
 def find_checkpoint(kind: str, num_antennas: int, num_users: int, sinr_db: float,
-                    folders: Sequence[Path]) -> Path | None:
-    """First checkpoint in ``folders`` trained with ``kind``, M, L and Gamma0 (dB); None if there is none."""
+                    folders: Sequence[Path], target_angles_deg: Sequence[float] | None = None) -> Path | None:
+    """The checkpoint trained with ``kind``, M, L and Gamma0 (dB) that fits the target directions best.
+
+    A model trained on the instance's own fixed target set (``TrainConfig.target_angles_deg``)
+    is preferred, searched through every folder in order; otherwise the first model trained on
+    random targets. Models trained on another fixed set never match. None if nothing fits.
+    """
+    generic: Path | None = None
     for folder in folders:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.pt")):
             cfg = _config_of(path)
-            if (cfg is not None and cfg.kind == kind and cfg.num_antennas == num_antennas
-                    and cfg.num_users == num_users and abs(cfg.sinr_db - sinr_db) < SINR_DB_MATCH_TOL):
+            if not (cfg is not None and cfg.kind == kind and cfg.num_antennas == num_antennas
+                    and cfg.num_users == num_users and abs(cfg.sinr_db - sinr_db) < SINR_DB_MATCH_TOL
+                    and _angles_match(cfg, target_angles_deg)):
+                continue
+            if cfg.target_angles_deg is not None:
                 return path
-    return None
+            if generic is None:
+                generic = path
+    return generic
 
 
 def get_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
@@ -139,7 +163,8 @@ class _ZhaoLearned(Solver):
             path = Path(self.checkpoint)
         else:
             folders = model_folders(self.models)
-            found = find_checkpoint(self.kind, inst.num_antennas, users, inst.sinr_db, folders)
+            found = find_checkpoint(self.kind, inst.num_antennas, users, inst.sinr_db, folders,
+                                    inst.target_angles_deg.tolist())
             if found is None:
                 where = ", ".join(str(f) for f in folders)
                 raise OptionError(
@@ -156,6 +181,9 @@ class _ZhaoLearned(Solver):
         if config.num_antennas != inst.num_antennas:
             raise OptionError(f"solver {self.name!r}: {path} was trained for M={config.num_antennas} antennas, "
                               f"the instance has M={inst.num_antennas}")
+        if not _angles_match(config, inst.target_angles_deg.tolist()):
+            raise OptionError(f"solver {self.name!r}: {path} was trained on targets {config.target_angles_deg} deg, "
+                              f"the instance has {[round(a, 6) for a in inst.target_angles_deg.tolist()]}")
         if self.kind == "dnn" and (config.num_users, config.num_targets) != (inst.num_users, inst.num_targets):
             raise OptionError(f"solver {self.name!r}: {path} was trained for L={config.num_users}, "
                               f"K={config.num_targets}; the instance has L={inst.num_users}, K={inst.num_targets} "
@@ -188,7 +216,10 @@ class _ZhaoLearned(Solver):
         shape = (first.num_antennas, first.num_users, first.num_targets)
         if any((i.num_antennas, i.num_users, i.num_targets) != shape for i in insts):
             raise OptionError("solve_batch: every instance must have the same M, L and K")
-        model, _, _ = self.resolve(first)
+        model, config, path = self.resolve(first)
+        if any(not _angles_match(config, i.target_angles_deg.tolist()) for i in insts):
+            raise OptionError(f"solve_batch: {path} was trained on targets {config.target_angles_deg} deg; "
+                              "every instance of the batch must have them")
         t0 = time.perf_counter()
         C, S = _forward(model, insts, self.device)
         per = (time.perf_counter() - t0) / len(insts)
