@@ -343,3 +343,25 @@ def test_fixed_target_model_is_preferred_and_never_used_on_other_targets(tmp_pat
     batch = [make_zhao(s, target_angles_deg=(-40.0, 15.0, 30.0)) for s in range(2)] + [make_zhao(5)]
     with pytest.raises(OptionError, match="every instance of the batch"):
         explicit.solve_batch(batch)
+
+
+def test_phase_augmentation_is_a_symmetry_of_the_problem():
+    from isac.learning.train import augment_phase
+
+    data = _data(range(4))
+    Hr = augment_phase(data.H, torch.Generator().manual_seed(3))
+    ratio = Hr / data.H  # one unit-modulus factor per (sample, user), the same on every antenna
+    torch.testing.assert_close(ratio.abs(), torch.ones_like(ratio.abs()))
+    torch.testing.assert_close(ratio, ratio[:, :1, :].expand_as(ratio))
+    assert float((ratio[:, 0, :].angle() - ratio[0, 0, 0].angle()).abs().max()) > 0.1
+    # rotating c_l with its user's channel leaves the loss terms (MSE, every SINR) unchanged
+    g = torch.Generator().manual_seed(5)
+    C = torch.randn(4, 10, 2, dtype=torch.complex128, generator=g)
+    S = torch.randn(4, 10, 10, dtype=torch.complex128, generator=g)
+    phase = ratio[:, :1, :]
+    a = zhao_loss(C, S, data.H, data.steering, data.desired, data.noise_w, data.sinr_target, mu=1.0)
+    b = zhao_loss(C * phase, S, Hr, data.steering, data.desired, data.noise_w, data.sinr_target, mu=1.0)
+    for key in ("mse", "sinr", "loss"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment="flip")

@@ -21,6 +21,11 @@ def test_zhao_specs_are_valid_and_name_the_models_they_need():
                                                                           for L in (3, 4)}
     assert got == want
     assert all(n.num_antennas == 10 and n.num_targets == 3 for n in needs)
+    # every zhao spec runs on a fixed target set: Fig. 6's, or Fig. 7's for the other figures and tables
+    sets = {n.target_angles_deg for n in needs}
+    assert sets == {(-40.0, 0.0, 40.0), (-40.0, 15.0, 30.0)}
+    assert {(n.kind, n.num_users, n.sinr_db) for n in needs if n.target_angles_deg[1] == 0.0} == {
+        ("gnn", 2, 8.0), ("dnn", 2, 8.0)}
 
 
 def test_ensure_models_trains_once_and_publishes_the_folder(tmp_path, monkeypatch):

@@ -64,6 +64,20 @@ LR_SCHEDULES = ("constant", "cosine")
 """Learning-rate schedules over the epochs: constant, or cosine decay to 1 % of the initial rate."""
 
 
+AUGMENTATIONS = ("none", "phase")
+r"""Training-data augmentations: none, or "phase": every time a sample enters a mini-batch each user's
+channel is multiplied by its own random phase :math:`e^{j\varphi_l}`. Problem (11) is invariant under
+that rotation (:math:`\mathbf c_l \to \mathbf c_l e^{j\varphi_l}` keeps R, the beampattern and every
+SINR; the rotated channel has the same CN distribution), so the augmented sample is as valid as the
+original; the training set keeps its size."""
+
+
+def augment_phase(H: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    r"""``H [B, M, L]`` with column l of sample b multiplied by :math:`e^{j\varphi_{bl}}`, :math:`\varphi \sim U[0, 2\pi)`."""
+    phi = torch.rand((H.shape[0], 1, H.shape[2]), generator=generator, dtype=torch.float64) * (2 * math.pi)
+    return H * torch.polar(torch.ones_like(phi), phi).to(H.device)
+
+
 def lr_at(config: "TrainConfig", epoch: int) -> float:
     """Adam learning rate for ``epoch`` (1-based) under ``config.lr_schedule``."""
     lr0 = config.learning_rate
@@ -97,6 +111,8 @@ class TrainConfig:
         calibrate: data-dependent initialisation (:func:`~isac.learning.zhao.calibrate_`) on the
             first training samples (needed: without it the GNN does not train, see there).
         sinr_scale: "linear" or "db", the scale of the SINR barrier (:func:`~isac.learning.zhao.zhao_loss`).
+        lr_schedule: "constant" or "cosine" (:func:`lr_at`; 004 silent, it states only the rate).
+        augment: "none" or "phase" (:data:`AUGMENTATIONS`; 004 silent).
         target_angles_deg: fixed target directions (deg) of every sample, e.g. ``[-40, 0, 40]``
             (004 trains one model per target set, Sec. IV-C); None = K directions drawn per
             sample (``make_zhao``'s distribution). When given, ``num_targets`` is its length.
@@ -123,6 +139,7 @@ class TrainConfig:
     sinr_scale: str = "db"
     target_angles_deg: list[float] | None = None
     lr_schedule: str = "constant"
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         if self.target_angles_deg is not None:
@@ -150,6 +167,8 @@ class TrainConfig:
             raise ValueError(f"sinr_scale must be 'linear' or 'db', got {self.sinr_scale!r}")
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
@@ -339,6 +358,7 @@ def train(
         model = build_model(config, train_data)
         opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
         shuffle = torch.Generator().manual_seed(int(config.seed) + 1)
+        augment_gen = torch.Generator().manual_seed(int(config.seed) + 2)
         history: list[dict[str, float]] = []
         best: tuple[float, dict[str, torch.Tensor], dict[str, float]] | None = None
         n = len(train_data)
@@ -351,6 +371,8 @@ def train(
             total = 0.0
             for i in range(0, n, config.batch_size):
                 part = train_data.subset(perm[i:i + config.batch_size])
+                if config.augment == "phase":
+                    part = dataclasses.replace(part, H=augment_phase(part.H, augment_gen))
                 loss = batch_loss(model, part, config.mu, config.margin_db, config.sinr_scale)["loss"].mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
