@@ -357,7 +357,9 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="Learning-rate schedule: constant or cosine (decay to 1 %)."),
+    mu: float = typer.Option(0.1, "--mu", help="Weight mu of the SINR barrier in the loss (004 eq. (25); not given there)."),
+    margin_db: float = typer.Option(1.0, "--margin-db", help="Training margin [dB] on Gamma0 inside the barrier."),
+    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="Learning-rate schedule: cosine (decay to 1 %) or constant."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
     """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
@@ -380,7 +382,7 @@ def train_cmd(
     try:
         cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
                           sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, lr_schedule=lr_schedule,
-                          target_angles_deg=angles, **sizes)
+                          mu=mu, margin_db=margin_db, target_angles_deg=angles, **sizes)
     except ValueError as e:
         raise UserError(str(e)) from None
     fixed = ("-T" + "_".join(f"{a:g}" for a in cfg.target_angles_deg)) if cfg.target_angles_deg else ""

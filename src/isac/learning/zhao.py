@@ -41,7 +41,7 @@ Decisions where 004 is silent or has a typo (each also stated where it is implem
 * Loss (25): 004 gives neither :math:`\mu` nor the scale of the SINR term. :func:`zhao_loss`
   offers the SINR normalised by the target, :math:`\sum_l\mathrm{ReLU}(\Gamma_0 m - \Gamma_l)/\Gamma_0`
   with a training margin :math:`m = 10^{\text{margin\_db}/10}`, or the same shortfall in dB
-  divided by 10. The shipped models use the dB form (mu = 1, margin 1 dB): with the linear
+  divided by 10. We train with the dB form (margin 1 dB; mu in :mod:`isac.learning.train`): with the linear
   form the GNN never produced a feasible output (0 % of the validation set after 200 epochs),
   with the dB form it did within 20 epochs (the barrier's gradient grows as 1/Gamma_l when an
   SINR is far below target instead of vanishing with it).
