@@ -345,11 +345,11 @@ def train_cmd(
     target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN) or zhao-dnn (its DNN benchmark)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt]."),
     users: int = typer.Option(2, "--users", help="Number of users L of the training samples."),
-    sinr_db: float = typer.Option(8.0, "--sinr-db", help="SINR target Gamma0 [dB] of the loss."),
+    sinr_db: float = typer.Option(8.0, "--sinr-db", help="SINR target Gamma0 (dB) of the loss."),
     targets: int = typer.Option(3, "--targets", help="Number of target directions K of the samples (drawn per sample)."),
     target_angles: Optional[str] = typer.Option(
         None, "--target-angles",
-        help="Fixed target directions [deg] of every sample, comma-separated, e.g. -40,0,40 (004 trains one model "
+        help="Fixed target directions (deg) of every sample, comma-separated, e.g. -40,0,40 (004 trains one model "
              "per target set); sets K. [default: K directions drawn per sample]"),
     antennas: int = typer.Option(10, "--antennas", help="Number of antennas M."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; --quick: 3]."),
@@ -358,7 +358,7 @@ def train_cmd(
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
     mu: float = typer.Option(0.1, "--mu", help="Weight mu of the SINR barrier in the loss (004 eq. (25); not given there)."),
-    margin_db: float = typer.Option(1.0, "--margin-db", help="Training margin [dB] on Gamma0 inside the barrier."),
+    margin_db: float = typer.Option(1.0, "--margin-db", help="Training margin (dB) on Gamma0 inside the barrier."),
     lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="Learning-rate schedule: cosine (decay to 1 %) or constant."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
