@@ -363,7 +363,7 @@ def train_cmd(
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
     """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
-    from isac.learning.train import TrainConfig, train
+    from isac.learning.train import TrainConfig, target_set_tag, train
 
     kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
     if target not in kinds:
@@ -385,8 +385,7 @@ def train_cmd(
                           mu=mu, margin_db=margin_db, target_angles_deg=angles, **sizes)
     except ValueError as e:
         raise UserError(str(e)) from None
-    fixed = ("-T" + "_".join(f"{a:g}" for a in cfg.target_angles_deg)) if cfg.target_angles_deg else ""
-    path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB{fixed}.pt")
+    path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB{target_set_tag(cfg.target_angles_deg)}.pt")
     with _progress_bar(True) as factory:
         train(cfg, path, echo=typer.echo, progress=factory(f"{target} epochs"))
 

@@ -49,8 +49,10 @@ class ModelNeed:
     target_angles_deg: tuple[float, ...] = ()
 
     def file_name(self) -> str:
-        fixed = ("-T" + "_".join(f"{a:g}" for a in self.target_angles_deg)) if self.target_angles_deg else ""
-        return f"zhao-{self.kind}-M{self.num_antennas}-L{self.num_users}-K{self.num_targets}-{self.sinr_db:g}dB{fixed}.pt"
+        from isac.learning.train import target_set_tag
+
+        return (f"zhao-{self.kind}-M{self.num_antennas}-L{self.num_users}-K{self.num_targets}-{self.sinr_db:g}dB"
+                f"{target_set_tag(self.target_angles_deg)}.pt")
 
 
 def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:

@@ -97,6 +97,11 @@ def lr_at(config: "TrainConfig", epoch: int) -> float:
     return lr0 * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
+def target_set_tag(angles_deg) -> str:
+    """File-name tag of a fixed target set: ``"-T-40_15_30"`` for (-40, 15, 30) deg, ``""`` for none."""
+    return ("-T" + "_".join(f"{float(a):g}" for a in angles_deg)) if angles_deg else ""
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, truncated or not an isac zhao model; one-line message."""
 
@@ -486,6 +491,6 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConf
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "TrainConfig", "ZhaoData", "batch_instances", "build_model",
-    "evaluate_model", "load_checkpoint", "make_dataset", "read_checkpoint", "split_seeds", "target_steering",
-    "train",
+    "evaluate_model", "load_checkpoint", "make_dataset", "read_checkpoint", "split_seeds", "target_set_tag",
+    "target_steering", "train",
 ]

@@ -18,7 +18,8 @@ matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g.
 (os.pathsep-separated), or when empty from ``$ISAC_MODEL_DIR`` (os.pathsep-separated) and then
 the shipped ``isac/learning/weights`` folder, in that order (files sorted by name within a
 folder). A model trained on the instance's own fixed target set (004 trains one per set) is
-preferred over one trained on random targets; a model trained on another fixed set is never used. Models are loaded once per (file, mtime) and cached at module level, before the timed
+preferred over one trained on random targets; a model trained on another fixed set is never
+used. Models are loaded once per (file, mtime) and cached at module level, before the timed
 part of ``solve``: ``time_s`` is inference only.
 """
 
