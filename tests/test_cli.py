@@ -53,6 +53,25 @@ def test_solve_from_preset_is_deterministic(tmp_path, capsys, monkeypatch):
     assert outs[0]["W"] == outs[1]["W"] and outs[0]["metrics"] == outs[1]["metrics"]
 
 
+def test_preset_parameters_on_the_command_line(tmp_path, capsys, monkeypatch):
+    """-p NAME=VALUE reaches the preset: the file equals make_preset with the same keywords."""
+    from isac.scenario.problems import load_instance, make_preset
+
+    path = tmp_path / "d.json"
+    code, _, err = run(["instance", "beampattern-sinr", "--preset", "zhao-dynamic", "--seed", "9", "-p", "slot=3",
+                        "-p", "sinr_db=6.5", "--out", path], capsys, monkeypatch)
+    assert code == 0, err
+    inst = load_instance(path, "beampattern-sinr")
+    ref = make_preset("beampattern-sinr", "zhao-dynamic", 9, slot=3, sinr_db=6.5)
+    assert inst.sinr_db == 6.5 and np.array_equal(inst.H.numpy(), ref.H.numpy())
+    code, out, _ = run(["solve", "beampattern-sinr", "--preset", "zhao-dynamic", "--seed", "9", "-p", "slot=3",
+                        "-p", "sinr_db=6.5", "--solver", "zf", "--out", tmp_path / "r.json"], capsys, monkeypatch)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert code == 0 and saved["preset_params"] == {"slot": 3, "sinr_db": 6.5}
+    code, _, err = run(["solve", "beampattern-sinr", "--instance", path, "-p", "slot=1"], capsys, monkeypatch)
+    assert code == 2 and "needs --preset" in err
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -66,6 +85,11 @@ def test_solve_from_preset_is_deterministic(tmp_path, capsys, monkeypatch):
          "comm_power_fraction"),
         (["solve", "crlb-sumrate", "--instance", "/does/not/exist.json"], "exist"),
         (["solve", "crlb-sumrate", "--preset", "small", "--seed", "-1"], "seed"),
+        (["solve", "crlb-sumrate", "--preset", "small", "-p", "bogus=1"], "bogus"),
+        (["solve", "crlb-sumrate", "--preset", "small", "-p", "noequals"], "name=value"),
+        (["solve", "beampattern-sinr", "--preset", "zhao-dynamic", "-p", "slot=x"], "slot"),
+        (["instance", "beampattern-sinr", "--preset", "zhao-dynamic", "-p", "slot=-2", "--out", "/tmp/never.json"],
+         "slot"),
     ],
 )
 def test_user_errors_are_one_line(args, needle, capsys, monkeypatch):

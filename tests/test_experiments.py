@@ -18,9 +18,11 @@ import pytest
 from scipy import stats
 
 from isac.experiments import analysis, reproduce
+from isac.experiments.runner import instance_hash as runner_instance_hash
 from isac.experiments.runner import run_sweep, trial_seeds
 from isac.experiments.spec import SpecError, load_spec, parse_spec
 from isac.experiments.store import ResultStore, StoreError
+from isac.experiments.store import tidy_rows as reproduce_tidy
 from isac.solvers.base import Solver
 from isac.solvers.registry import register_solver
 
@@ -132,6 +134,45 @@ def test_worker_count_does_not_change_results_and_solvers_share_instances(tmp_pa
     inst = make_preset(spec.problem, spec.preset, r["seed"], **spec.preset_kwargs(r["params"]))
     again = get_solver(spec.problem, r["solver"], spec.solvers[spec.solver_keys().index(r["solver"])].options).solve(inst)
     assert again.metrics["sum_rate_nats"] == r["metrics"]["sum_rate_nats"]
+
+
+DYNAMIC = """
+name = "dyn"
+problem = "beampattern-sinr"
+preset = "zhao-dynamic"
+seed = 3
+trials = 5
+slots = 2
+metrics = ["beampattern_mse"]
+[[axes]]
+name = "sinr_db"
+values = [4, 8]
+[[solvers]]
+name = "zf"
+"""
+
+
+def test_slots_run_trials_as_consecutive_slots_of_trajectories(tmp_path):
+    from isac.scenario.problems import make_preset
+
+    spec = parse_spec(DYNAMIC)
+    assert [spec.trial_slot(t) for t in range(5)] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0)]
+    run_sweep(spec, DYNAMIC, tmp_path / "d.db")
+    rows = _rows(tmp_path / "d.db")
+    seeds = trial_seeds(3, 3)
+    assert len(rows) == 10 and [r["seed"] for r in rows[:5]] == [seeds[0], seeds[0], seeds[1], seeds[1], seeds[2]]
+    for r in rows:
+        inst = make_preset(spec.problem, spec.preset, r["seed"], slot=r["trial"] % 2, **spec.preset_kwargs(r["params"]))
+        assert runner_instance_hash(inst) == r["instance_hash"]
+    tidy = reproduce_tidy(rows, spec)
+    assert [t["slot"] for t in tidy[:5]] == [0, 1, 0, 1, 0]
+    # slots = 1 leaves the compute hash of existing specs unchanged; slots needs a preset with `slot`.
+    assert "slots" not in parse_spec(DYNAMIC.replace("slots = 2", "")).compute_dict()
+    assert "slots" in spec.compute_dict()
+    with pytest.raises(SpecError, match="slots: preset 'zhao-fixed-b' has no parameter 'slot'"):
+        parse_spec(DYNAMIC.replace("zhao-dynamic", "zhao-fixed-b"))
+    with pytest.raises(SpecError, match="slots: 'slot' is set by the runner"):
+        parse_spec(DYNAMIC + "[fixed]\nslot = 1\n")
 
 
 def test_rerun_computes_nothing_and_changed_spec_is_refused(tmp_path):

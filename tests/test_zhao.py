@@ -20,7 +20,7 @@ from isac.metrics.problems.beampattern_sinr import objective_terms
 from isac.scenario.arrays import zhao_ula
 from isac.scenario.instances.beampattern_sinr import (
     FAMILY, PROBLEM, BeampatternSinrInstance, decode_solution, encode_solution, make_small, make_zhao,
-    make_zhao_fixed_a, make_zhao_fixed_b,
+    make_zhao_dynamic, make_zhao_fixed_a, make_zhao_fixed_b, reflect_into, zhao_user_track,
 )
 from isac.scenario.io import InstanceError
 from isac.solvers.base import Status
@@ -252,6 +252,48 @@ def test_preset_geometry_targets_and_overrides():
     assert big.H.shape == (10, 3) and big.num_targets == 4 and big.sinr_db == 5.0
     small = make_small(0)
     assert small.H.shape == (4, 2) and small.num_targets == 1
+
+
+def _reflect_by_hand(v, low, high):
+    """Mirror at the ends one bounce at a time (independent of the closed-form fold)."""
+    while v < low or v > high:
+        v = 2 * low - v if v < low else 2 * high - v
+    return v
+
+
+def test_reflection_matches_bouncing_one_mirror_at_a_time():
+    vals = np.concatenate([np.linspace(-200.0, 250.0, 901), [5.0, 35.0, 4.999, 35.001]])
+    folded = reflect_into(vals, 5.0, 35.0)
+    assert np.allclose(folded, [_reflect_by_hand(v, 5.0, 35.0) for v in vals], atol=1e-12)
+
+
+def test_dynamic_users_take_bounded_steps_inside_the_region():
+    """004 Sec. IV-B: per slot, |dx| <= 1 m and |dy| <= 2 m; reflection never lengthens a step."""
+    track = np.stack([zhao_user_track(11, 3, t) for t in range(60)])  # [T, L, 2]
+    steps = np.abs(np.diff(track, axis=0))
+    assert steps[..., 0].max() <= 1.0 + 1e-12 and steps[..., 1].max() <= 2.0 + 1e-12
+    assert steps.min() >= 0 and steps[..., 1].mean() > 0.5  # users do move
+    assert track[..., 0].min() >= 5 and track[..., 0].max() <= 35
+    assert track[..., 1].min() >= -35 and track[..., 1].max() <= 35
+    # Slot 0 is the i.i.d. preset's user draw; fading is drawn afresh per slot, reproducibly.
+    assert np.allclose(zhao_user_track(4, 2, 0), make_zhao(4).user_positions_m[:, :2].numpy())
+    a, b = make_zhao_dynamic(4, slot=5), make_zhao_dynamic(4, slot=6)
+    assert torch.equal(a.H, make_zhao_dynamic(4, slot=5).H) and not torch.equal(a.H, b.H)
+    assert a.target_angles_deg.tolist() == [-40.0, 15.0, 30.0]
+    assert np.allclose(a.user_positions_m[:, :2].numpy(), zhao_user_track(4, 2, 5))
+    with pytest.raises(ValueError, match="slot"):
+        make_zhao_dynamic(0, slot=-1)
+    with pytest.raises(ValueError, match="slot"):
+        make_zhao_dynamic(0, slot=1.5)
+
+
+def test_dynamic_positions_stay_uniform_over_slots():
+    """Reflection keeps the uniform start distribution stationary: slot 40 is uniform again (KS test)."""
+    from scipy import stats
+
+    late = np.concatenate([zhao_user_track(s, 2, 40) for s in range(300)])
+    assert stats.kstest(late[:, 0], stats.uniform(5, 30).cdf).pvalue > 1e-3
+    assert stats.kstest(late[:, 1], stats.uniform(-35, 70).cdf).pvalue > 1e-3
 
 
 def test_preset_channel_power_follows_path_loss():

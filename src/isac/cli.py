@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -56,17 +57,37 @@ def _parse_options(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str], seed: Optional[int]):
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    """Preset parameters from ``name=value``: a JSON value (number, list, null) or else the text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise UserError(f"--param {item!r}: expected name=value, e.g. -p sinr_db=10")
+        try:
+            val = json.loads(v)
+        except ValueError:
+            val = v.strip()
+        if isinstance(val, float) and not math.isfinite(val):
+            raise UserError(f"--param {item!r}: value must be finite")
+        out[k.strip()] = tuple(val) if isinstance(val, list) else val
+    return out
+
+
+def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str], seed: Optional[int],
+                  params: Optional[list[str]] = None):
     from isac.scenario.problems import get_family, load_instance, make_preset
 
     get_family(problem)
     if instance is not None and preset is not None:
         raise UserError("give either --instance or --preset, not both")
     if instance is not None:
+        if params:
+            raise UserError("--param sets preset parameters; it needs --preset, not --instance")
         return load_instance(instance, problem)
     if preset is None:
         raise UserError("give --instance FILE or --preset NAME (see `isac problems`)")
-    return make_preset(problem, preset, 0 if seed is None else seed)
+    return make_preset(problem, preset, 0 if seed is None else seed, **_parse_params(params or []))
 
 
 @app.command("problems")
@@ -102,6 +123,8 @@ def instance_cmd(
     problem: str = typer.Argument(..., help="Problem family, e.g. crlb-sumrate."),
     preset: str = typer.Option(..., "--preset", help="Preset name (see `isac problems PROBLEM`)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random draw."),
+    param: list[str] = typer.Option([], "--param", "-p",
+                                     help="Preset parameter name=value (repeatable), e.g. -p sinr_db=10 -p slot=3."),
     out: Path = typer.Option(..., "--out", help="Where to write the instance JSON."),
 ):
     """Write an instance file drawn from a preset."""
@@ -109,7 +132,7 @@ def instance_cmd(
 
     if seed < 0:
         raise UserError("--seed must be >= 0")
-    inst = make_preset(problem, preset, seed)
+    inst = make_preset(problem, preset, seed, **_parse_params(param))
     save_instance(out, inst)
     typer.echo(f"wrote {out}")
 
@@ -120,6 +143,8 @@ def solve_cmd(
     instance: Optional[Path] = typer.Option(None, "--instance", help="Instance JSON file."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Draw the instance from a preset instead."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for --preset (default 0)."),
+    param: list[str] = typer.Option([], "--param", "-p",
+                                     help="Preset parameter name=value (repeatable), e.g. -p sinr_db=10 -p slot=3."),
     solver: Optional[str] = typer.Option(None, "--solver", help="Solver name (default: the family's default)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Solver option key=value (repeatable)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result JSON here."),
@@ -130,7 +155,7 @@ def solve_cmd(
 
     if seed is not None and seed < 0:
         raise UserError("--seed must be >= 0")
-    inst = _load_or_make(problem, instance, preset, seed)
+    inst = _load_or_make(problem, instance, preset, seed, param)
     name = solver or default_solver(problem)
     s = get_solver(problem, name, _parse_options(option))
     result = s.solve(inst)
@@ -138,6 +163,8 @@ def solve_cmd(
     if preset is not None:
         d["preset"] = preset
         d["seed"] = 0 if seed is None else seed
+        if param:
+            d["preset_params"] = _parse_params(param)
     if out is not None:
         write_json(out, d)
     summary = {k: d[k] for k in ("problem", "solver", "status", "message", "metrics", "iterations", "time_s")}

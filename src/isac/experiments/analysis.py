@@ -374,8 +374,11 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     total = spec.total_rows()
     failed = [r for r in rows if r["status"] in FAILED_STATUSES]
     lines += [
-        f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point, "
-        f"{len(spec.points())} points, solvers: {', '.join(spec.solver_keys())}.",
+        f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point"
+        + (f" ({spec.trials // spec.slots} trajectories of {spec.slots} time slots"
+           + (f" and one of {spec.trials % spec.slots}" if spec.trials % spec.slots else "") + ")"
+           if spec.slots > 1 else "")
+        + f", {len(spec.points())} points, solvers: {', '.join(spec.solver_keys())}.",
         f"Rows stored: {len(rows)} of {total}; failed (ERROR, INFEASIBLE, NUMERICAL_ERROR): {len(failed)}.",
         "",
     ]

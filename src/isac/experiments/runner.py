@@ -5,8 +5,9 @@ Seeds: trial ``t`` uses the integer seed drawn from child ``t`` of
 random numbers: the curves of one plot compare the same channel draws). Results
 therefore depend only on the spec, never on the number of workers, their order
 or on which trials were already in the store. A row's seed reproduces its
-instance with ``isac solve PROBLEM --preset P --seed S`` (plus the point's preset
-parameters).
+instance with ``isac solve PROBLEM --preset P --seed S`` plus the point's preset
+parameters as ``-p NAME=VALUE``. A spec with ``slots = T`` groups the trials into
+trajectories: trial ``t`` uses the seed of child ``t // T`` and ``-p slot=t % T``.
 
 Execution back-ends, all running the same task function :func:`run_trial`:
 
@@ -133,11 +134,14 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 def plan(spec: SweepSpec, done: set[tuple[int, int, str]]) -> tuple[list[dict[str, Any]], int, int]:
     """Tasks for the missing rows; returns (tasks, rows to compute, rows already stored)."""
-    seeds = trial_seeds(spec.seed, spec.trials)
+    slots = [spec.trial_slot(t) for t in range(spec.trials)]
+    seeds = trial_seeds(spec.seed, slots[-1][0] + 1)
     tasks = []
     todo = reused = 0
     for pi, point in enumerate(spec.points()):
-        for t, seed in enumerate(seeds):
+        for t, (si, slot) in enumerate(slots):
+            seed = seeds[si]
+            kwargs = spec.preset_kwargs(point) if slot is None else {**spec.preset_kwargs(point), "slot": slot}
             here = [s for s in spec.solvers if s.runs_at(point)]
             missing = [s for s in here if (pi, t, s.key) not in done]
             reused += len(here) - len(missing)
@@ -145,7 +149,7 @@ def plan(spec: SweepSpec, done: set[tuple[int, int, str]]) -> tuple[list[dict[st
                 continue
             todo += len(missing)
             tasks.append({
-                "problem": spec.problem, "preset": spec.preset, "preset_kwargs": spec.preset_kwargs(point),
+                "problem": spec.problem, "preset": spec.preset, "preset_kwargs": kwargs,
                 "point": pi, "params": point, "trial": t, "seed": seed, "metrics": list(spec.metrics),
                 "record_trace": spec.record_trace,
                 "solvers": [{"key": s.key, "name": s.name, "options": dict(s.options)} for s in missing],

@@ -12,6 +12,7 @@ with options and a unique label), the metrics to record and the plots to draw::
     preset = "small"
     seed = 2026                 # root of every trial seed
     trials = 4
+    slots = 1                   # optional: trials as consecutive time slots (see SweepSpec.slots)
     metrics = ["sum_rate_nats", "crlb_trace"]   # evaluator keys; also "info.KEY" / "timings.KEY" of the Result
 
     [fixed]                     # preset keyword parameters held constant
@@ -142,6 +143,11 @@ class SweepSpec(_Model):
     preset: str
     seed: int = Field(ge=0)
     trials: int = Field(ge=1)
+    slots: int = Field(default=1, ge=1)
+    """Trials as time slots: trial ``t`` is slot ``t % slots`` of trajectory ``t // slots``. The
+    trajectory's seed is the trial seed of index ``t // slots`` and the preset receives
+    ``slot = t % slots`` (it must have a ``slot`` parameter, e.g. ``zhao-dynamic``). 1: i.i.d.
+    trials, no ``slot`` passed."""
     fixed: dict[str, Scalar] = Field(default_factory=dict)
     axes: list[Axis] = Field(default_factory=list)
     solvers: list[SolverEntry] = Field(min_length=1)
@@ -175,7 +181,15 @@ class SweepSpec(_Model):
                                      "record_trace"})
         for a in d["axes"]:
             a.pop("label", None)
+        if self.slots > 1:  # only then, so that the hashes of existing i.i.d. specs do not change
+            d["slots"] = self.slots
         return d
+
+    def trial_slot(self, trial: int) -> tuple[int, int | None]:
+        """(index of the trial seed to use, slot passed to the preset or None) of trial ``trial``."""
+        if self.slots == 1:
+            return trial, None
+        return trial // self.slots, trial % self.slots
 
     def compute_hash(self) -> str:
         text = json.dumps(self.compute_dict(), sort_keys=True, separators=(",", ":"))
@@ -224,6 +238,11 @@ def _check_semantics(spec: SweepSpec) -> None:
                     f"{where}.{n}: preset {spec.preset!r} has no parameter {n!r} "
                     f"(parameters: {', '.join(sorted(params)) or 'none'})"
                 )
+    if spec.slots > 1:
+        if "slot" not in params:
+            raise SpecError(f"slots: preset {spec.preset!r} has no parameter 'slot' (it draws i.i.d. instances only)")
+        if "slot" in spec.fixed or "slot" in axis_names:
+            raise SpecError("slots: 'slot' is set by the runner; do not fix it or sweep it")
     both = set(spec.fixed) & set(axis_names)
     if both:
         raise SpecError(f"fixed.{sorted(both)[0]}: also swept as an axis")

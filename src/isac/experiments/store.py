@@ -264,7 +264,10 @@ def tidy_rows(rows: Iterable[Mapping[str, Any]], spec: SweepSpec) -> list[dict[s
         rec: dict[str, Any] = {"point": r["point"]}
         for a in spec.axes:
             rec[a.name] = r["params"].get(a.name)
-        rec.update({"trial": r["trial"], "seed": r["seed"], "solver": r["solver"], "status": r["status"],
+        rec["trial"] = r["trial"]
+        if spec.slots > 1:
+            rec["slot"] = spec.trial_slot(int(r["trial"]))[1]
+        rec.update({"seed": r["seed"], "solver": r["solver"], "status": r["status"],
                     "message": r["message"], "iterations": r["iterations"], "time_s": r["time_s"],
                     "instance_hash": r["instance_hash"]})
         for m in spec.metrics:

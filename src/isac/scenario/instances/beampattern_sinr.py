@@ -58,6 +58,9 @@ _PARAM_KEYS = ("num_antennas", "power_w", "noise_w", "sinr_db", "beam_width_deg"
 # 004 Sec. IV-A.
 ZHAO_BS_POSITION_M = (0.0, -100.0, 20.0)
 ZHAO_USER_REGION_M = ((5.0, 35.0), (-35.0, 35.0))  # x range, y range; z = 0
+ZHAO_STEP_M = (1.0, 2.0)  # Sec. IV-B (Fig. 8): largest move per slot along x, y
+ZHAO_FIG6_TARGETS_DEG = (-40.0, 0.0, 40.0)
+ZHAO_FIG7_TARGETS_DEG = (-40.0, 15.0, 30.0)
 ZHAO_REFERENCE_GAIN = 1e-3
 ZHAO_PATH_LOSS_EXPONENT = 2.67
 ZHAO_TARGET_RANGE_DEG = (-60.0, 60.0)
@@ -240,6 +243,7 @@ def make_zhao(
     target_angles_deg=None,
     target_range_deg: tuple[float, float] = ZHAO_TARGET_RANGE_DEG,
     min_separation_deg: float | None = None,
+    user_xy_m=None,
 ) -> BeampatternSinrInstance:
     r"""004's setting (Sec. IV-A) drawn from ``seed``.
 
@@ -258,17 +262,26 @@ def make_zhao(
     ``grid_points`` = N replaces ``grid_deg`` by N points from -90 deg with step 180/N deg
     (004 Table II: N in {180, 60, 30, 10}).
 
-    Draw order from ``make_rng(seed)``: user x, user y (each [L]), target angles, then
-    the [M, L] small-scale fading.
+    ``user_xy_m`` (L x 2, metres) places the users instead of drawing them (z = 0); it must
+    have ``num_users`` rows. :func:`make_zhao_dynamic` uses it for moving users.
+
+    Draw order from ``make_rng(seed)``: user x, user y (each [L]; skipped when
+    ``user_xy_m`` is given), target angles, then the [M, L] small-scale fading.
     """
     if grid_points is not None:
         if int(grid_points) < 1:
             raise ValueError(f"grid_points must be >= 1, got {grid_points}")
         grid_deg = (-90.0, 90.0, 180.0 / int(grid_points))
     rng = make_rng(seed)
-    (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
-    x = rng.uniform(x0, x1, size=num_users)
-    y = rng.uniform(y0, y1, size=num_users)
+    if user_xy_m is None:
+        (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
+        x = rng.uniform(x0, x1, size=num_users)
+        y = rng.uniform(y0, y1, size=num_users)
+    else:
+        xy = np.asarray(user_xy_m, dtype=np.float64)
+        if xy.shape != (num_users, 2) or not np.all(np.isfinite(xy)):
+            raise ValueError(f"user_xy_m must be {num_users} x 2 finite positions, got shape {xy.shape}")
+        x, y = xy[:, 0], xy[:, 1]
     users = torch.as_tensor(np.stack([x, y, np.zeros(num_users)], axis=-1), dtype=torch.float64)
     bs = torch.as_tensor(ZHAO_BS_POSITION_M, dtype=torch.float64)
     if target_angles_deg is None:
@@ -288,12 +301,71 @@ def make_zhao(
 
 def make_zhao_fixed_a(seed: int, **kwargs) -> BeampatternSinrInstance:
     """004 Fig. 6: targets at {-40, 0, 40} deg, users and channels drawn from ``seed``."""
-    return make_zhao(seed, target_angles_deg=(-40.0, 0.0, 40.0), **kwargs)
+    return make_zhao(seed, target_angles_deg=ZHAO_FIG6_TARGETS_DEG, **kwargs)
 
 
 def make_zhao_fixed_b(seed: int, **kwargs) -> BeampatternSinrInstance:
     """004 Fig. 7: targets at {-40, 15, 30} deg, users and channels drawn from ``seed``."""
-    return make_zhao(seed, target_angles_deg=(-40.0, 15.0, 30.0), **kwargs)
+    return make_zhao(seed, target_angles_deg=ZHAO_FIG7_TARGETS_DEG, **kwargs)
+
+
+def reflect_into(v: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fold ``v`` into ``[low, high]`` by mirror reflection at the ends (any distance outside)."""
+    width = high - low
+    u = np.mod(np.asarray(v, dtype=np.float64) - low, 2.0 * width)
+    return low + np.where(u > width, 2.0 * width - u, u)
+
+
+def zhao_user_track(seed: int, num_users: int, slot: int,
+                    step_m: tuple[float, float] = ZHAO_STEP_M) -> np.ndarray:
+    r"""Positions (L x 2, metres) of 004's moving users after ``slot`` time slots.
+
+    Slot 0: uniform in the user region (as :func:`make_zhao`). After each slot every
+    user moves by independent uniform steps in :math:`[-s_x, s_x]` along x and
+    :math:`[-s_y, s_y]` along y (004 Sec. IV-B: 1 m and 2 m), and is mirrored back
+    into the region if it would leave it (004 does not say what happens at the edge;
+    reflection keeps the uniform distribution stationary, so every slot is distributed
+    like an i.i.d. draw and the models stay inside their training region). Draw order
+    from ``make_rng(seed)``: x, y at slot 0, then per slot the x steps and the y steps.
+    """
+    if isinstance(slot, bool) or not isinstance(slot, (int, np.integer)) or slot < 0:
+        raise ValueError(f"slot must be an integer >= 0, got {slot!r}")
+    slot = int(slot)
+    sx, sy = (float(v) for v in step_m)
+    if not (sx >= 0 and sy >= 0):
+        raise ValueError(f"step_m must be two non-negative step sizes, got {step_m}")
+    rng = make_rng(seed)
+    (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
+    x = rng.uniform(x0, x1, size=num_users)
+    y = rng.uniform(y0, y1, size=num_users)
+    for _ in range(slot):
+        x = reflect_into(x + rng.uniform(-sx, sx, size=num_users), x0, x1)
+        y = reflect_into(y + rng.uniform(-sy, sy, size=num_users), y0, y1)
+    return np.stack([x, y], axis=-1)
+
+
+def make_zhao_dynamic(
+    seed: int,
+    *,
+    slot: int = 0,
+    step_m: tuple[float, float] = ZHAO_STEP_M,
+    target_angles_deg=ZHAO_FIG7_TARGETS_DEG,
+    **kwargs,
+) -> BeampatternSinrInstance:
+    r"""004 Fig. 8's dynamic scenario: slot ``slot`` of the user trajectory drawn from ``seed``.
+
+    User positions follow :func:`zhao_user_track` (a random walk of 1 m along x and 2 m
+    along y per slot, reflected at the region's edges). The small-scale fading is drawn
+    afresh in every slot from ``SeedSequence([seed, slot])``: a move of a metre spans many
+    wavelengths, so the Rayleigh coefficients decorrelate between slots. Targets default
+    to 004's Fig. 7 set {-40, 15, 30} deg (pass ``target_angles_deg=None`` for random
+    directions per slot); other parameters as :func:`make_zhao`. Sweeps with
+    ``slots = T`` run trials as consecutive slots of one trajectory.
+    """
+    num_users = int(kwargs.get("num_users", 2))
+    xy = zhao_user_track(seed, num_users, slot, step_m)
+    return make_zhao(np.random.SeedSequence([int(seed), int(slot)]), user_xy_m=xy,
+                     target_angles_deg=target_angles_deg, **kwargs)
 
 
 def make_small(seed: int, **kwargs) -> BeampatternSinrInstance:
@@ -303,7 +375,7 @@ def make_small(seed: int, **kwargs) -> BeampatternSinrInstance:
     return make_zhao(seed, **kw)
 
 
-for _wrapper in (make_zhao_fixed_a, make_zhao_fixed_b, make_small):
+for _wrapper in (make_zhao_fixed_a, make_zhao_fixed_b, make_zhao_dynamic, make_small):
     _wrapper.forwards_to = make_zhao  # type: ignore[attr-defined]  (sweeps may set make_zhao's parameters)
 
 FAMILY = register_family(
@@ -316,12 +388,15 @@ FAMILY = register_family(
             "zhao": make_zhao,
             "zhao-fixed-a": make_zhao_fixed_a,
             "zhao-fixed-b": make_zhao_fixed_b,
+            "zhao-dynamic": make_zhao_dynamic,
             "small": make_small,
         },
         preset_docs={
             "zhao": "004 Sec. IV-A: M = 10, L = 2, K = 3 random targets in [-60, 60] deg, Gamma0 = 8 dB",
             "zhao-fixed-a": "as zhao with targets {-40, 0, 40} deg (004 Fig. 6)",
             "zhao-fixed-b": "as zhao with targets {-40, 15, 30} deg (004 Fig. 7)",
+            "zhao-dynamic": "as zhao-fixed-b with users moving up to 1 m (x) and 2 m (y) per slot (004 Fig. 8); "
+                            "parameter slot",
             "small": "tiny M = 4, L = 2, K = 1 (tests, demos)",
         },
         decode_solution=decode_solution,
