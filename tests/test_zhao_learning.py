@@ -23,7 +23,7 @@ from isac.learning.train import (
 )
 from isac.learning.zhao import ZhaoDNN, ZhaoGNN, zhao_loss
 from isac.metrics.evaluate import SINR_RTOL, evaluate
-from isac.metrics.problems.beampattern_sinr import objective_terms
+from isac.metrics.problems.beampattern_sinr import feasible_batch, objective_terms
 from isac.scenario.instances.beampattern_sinr import make_zhao
 from isac.solvers.base import OptionError, Status
 from isac.solvers.registry import get_solver
@@ -241,6 +241,40 @@ def test_solve_batch_matches_solve(tiny_ckpt):
         torch.testing.assert_close(rb.solution["S"], r1.solution["S"], rtol=0, atol=atol)
         assert rb.metrics["beampattern_mse"] == pytest.approx(r1.metrics["beampattern_mse"], rel=1e-4)
         assert rb.solution["C"].dtype == torch.complex128 and rb.time_s > 0
+
+
+def test_gnn_ip_solve_batch_projects_the_infeasible_outputs(tiny_ckpt):
+    """The batch path of gnn-ip is Algorithm 1 too: same decisions and points as solve(), all feasible."""
+    gnn_ip = _solver("gnn-ip", tiny_ckpt)
+    insts = [make_zhao(s) for s in range(4)] + [make_zhao(9, sinr_db=3.0)]
+    batch = gnn_ip.solve_batch(insts)
+    for inst, rb in zip(insts, batch):
+        r1 = gnn_ip.solve(inst)
+        assert rb.feasible and rb.status == Status.CONVERGED and rb.info == r1.info
+        assert (rb.timings["projection_s"] > 0) == rb.info["projected"]
+        assert rb.time_s == pytest.approx(rb.timings["gnn_s"] + rb.timings["projection_s"])
+        assert rb.metrics["beampattern_mse"] == pytest.approx(r1.metrics["beampattern_mse"], rel=1e-3)
+    assert any(r.info["projected"] for r in batch)
+
+
+def test_batched_feasibility_check_agrees_with_the_evaluator():
+    """feasible_batch (what gnn-ip checks) against evaluate(): near the SINR and power limits, both ways."""
+    insts = [make_zhao(s, sinr_db=float(s % 5) * 3.0) for s in range(40)]
+    zf = [get_solver("beampattern-sinr", "zf").solve(i) for i in insts]
+    C = torch.stack([r.solution["C"] for r in zf])
+    S = torch.stack([r.solution["S"] for r in zf])
+    # ZF meets every SINR with equality: shrink the user beams a little or not at all, give the power
+    # to S (ZF keeps it out of the users' channels), then perturb the total power around the tolerance.
+    shrink = 1 - torch.tensor([0.0, 1e-7, 1e-5, 1e-3] * 10, dtype=torch.float64)
+    C = C * shrink[:, None, None]
+    c_pow, s_pow = (C.abs() ** 2).sum((-2, -1)), (S.abs() ** 2).sum((-2, -1))
+    S = S * ((1.0 - c_pow) / s_pow).sqrt()[:, None, None]  # P0 = 1 W again
+    scale = 1 + torch.tensor([0.0, 1e-9, 1e-5, -1e-5, 1e-3] * 8, dtype=torch.float64)
+    C, S = C * scale.sqrt()[:, None, None], S * scale.sqrt()[:, None, None]
+    got = feasible_batch(insts, C, S).tolist()
+    want = [evaluate(i, {"C": C[b], "S": S[b]})["feasible"] for b, i in enumerate(insts)]
+    assert got == want and 0 < sum(want) < len(want)
+    assert {evaluate(i, {"C": C[b], "S": S[b]})["power_met"] for b, i in enumerate(insts) if not want[b]} == {True, False}
 
 
 def test_model_lookup_errors_are_one_line(tmp_path, tiny_ckpt):

@@ -349,22 +349,32 @@ def reproduce_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t)."),
-    quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each."),
+    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t) or zhao (004 "
+                                           "solvers against the grid size N, GNN batched and single)."),
+    quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50)."),
     out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
-    device: str = typer.Option("cpu", "--device", help="Also time batched sca on this torch device (e.g. cuda)."),
+    batch: int = typer.Option(1000, "--batch", help="zhao: instances of the batched GNN forward pass (full mode)."),
+    preset: str = typer.Option("zhao-fixed-b", "--preset", help="zhao: beampattern-sinr preset of the instances."),
+    device: str = typer.Option("cpu", "--device", help="Also time batched sca (fang) / run the GNN (zhao) on this "
+                                                       "torch device (e.g. cuda)."),
 ):
     """Time solvers side by side on the same instances and report ratios."""
-    from isac.experiments.bench import bench_fang, write_report
+    from isac.experiments.bench import ZHAO_COLUMNS, bench_fang, bench_zhao, write_report
 
-    if target != "fang":
-        raise UserError(f"unknown benchmark {target!r} (available: fang)")
-    if instances < 1:
-        raise UserError("--instances must be >= 1")
-    rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
-                      echo=typer.echo, device=device)
-    typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
+    if target not in ("fang", "zhao"):
+        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao)")
+    if instances < 1 or batch < 1:
+        raise UserError("--instances and --batch must be >= 1")
+    if target == "fang":
+        rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
+                          echo=typer.echo, device=device)
+        typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
+        return
+    rows = bench_zhao(grid_points=(180, 30) if quick else (180, 60, 30, 10), instances=2 if quick else instances,
+                      batch=50 if quick else max(batch, instances), preset=preset, echo=typer.echo, device=device)
+    title = f"004 solvers on `{preset}`: time per instance against the grid size N (Table II)"
+    typer.echo(f"wrote {write_report(rows, out, title, ZHAO_COLUMNS)}")
 
 
 @app.command("train")

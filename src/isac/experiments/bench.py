@@ -6,6 +6,14 @@ step, ``sca-lowdim`` (Prop. 5), ``wmmse-sdr`` (only up to ``sdr_max_tx`` antenna
 batched ``sca`` (``solve_batch`` over all instances of one N_t, wall time divided by their
 number; with ``device`` also batched on that device, e.g. a GPU). Each row also reports the mean objective, so speed is never bought with quality
 unseen.
+
+``zhao``: 004's Table II setting, time per instance against the grid size N on draws of one
+``beampattern-sinr`` preset (default ``zhao-fixed-b``, the Fig. 7 targets, with its shipped GNN):
+``sdr``, ``zf``, ``gnn`` one instance at a time, ``gnn`` batched (one forward pass over
+``batch`` instances, wall time / batch, the "inference time without projection" of the issue's
+check), ``gnn-ip`` one at a time (projection included when it runs) and ``gnn-ip`` batched. Each
+row reports the MSE on the 1-degree grid (``beampattern_mse_fine``, Table II's number), the
+fraction feasible and, for ``gnn-ip``, the fraction projected.
 """
 
 from __future__ import annotations
@@ -70,18 +78,73 @@ def bench_fang(
     return rows
 
 
-def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> Path:
+def bench_zhao(
+    grid_points: Sequence[int] = (180, 60, 30, 10),
+    instances: int = 10,
+    batch: int = 1000,
+    preset: str = "zhao-fixed-b",
+    echo: Callable[[str], None] = print,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    from isac.scenario.problems import make_preset
+    from isac.solvers.registry import get_solver
+
+    problem = "beampattern-sinr"
+    dev = device or "cpu"
+    rows: list[dict[str, Any]] = []
+    for n in grid_points:
+        insts = [make_preset(problem, preset, seed, grid_points=n) for seed in range(instances)]
+        many = insts + [make_preset(problem, preset, seed, grid_points=n) for seed in range(instances, batch)]
+        gnn, gnn_ip = (get_solver(problem, name, {"device": dev}) for name in ("gnn", "gnn-ip"))
+        gnn.solve(insts[0])  # load the model (and warm up the device) outside the timings
+        runs = [
+            ("sdr", lambda: [get_solver(problem, "sdr").solve(i) for i in insts]),
+            ("zf", lambda: [get_solver(problem, "zf").solve(i) for i in insts]),
+            ("gnn", lambda: [gnn.solve(i) for i in insts]),
+            (f"gnn batched x{len(many)}", lambda: gnn.solve_batch(many)),
+            ("gnn-ip", lambda: [gnn_ip.solve(i) for i in insts]),
+            (f"gnn-ip batched x{len(insts)}", lambda: gnn_ip.solve_batch(insts)),
+        ]
+        for label, run in runs:
+            res = run()
+            row = {"grid_points": n, "method": label, "instances": len(res),
+                   "time_s": statistics.mean(r.time_s for r in res),
+                   "mse_fine_mean": statistics.mean(r.metrics["beampattern_mse_fine"] for r in res),
+                   "feasible": statistics.mean(float(r.feasible) for r in res),
+                   "projected": (statistics.mean(float(r.info["projected"]) for r in res)
+                                 if label.startswith("gnn-ip") else None)}
+            rows.append(row)
+            echo(f"N={n:<4} {label:<20} {row['time_s']:.3g} s/instance, MSE {row['mse_fine_mean']:.4f}, "
+                 f"feasible {row['feasible']:.0%}")
+        base = next(r["time_s"] for r in rows if r["grid_points"] == n and r["method"] == "sdr")
+        for r in rows:
+            if r["grid_points"] == n:
+                r["speedup_vs_sdr"] = base / r["time_s"]
+    return rows
+
+
+FANG_COLUMNS = [("num_tx", "N_t", "{}"), ("method", "method", "{}"), ("time_s", "time per instance [s]", "{:.4g}"),
+                ("speedup_vs_sca", "speed-up vs sca", "{:.2f}"), ("objective_mean", "mean objective", "{:.6g}"),
+                ("iterations_mean", "mean iterations", "{:.0f}")]
+ZHAO_COLUMNS = [("grid_points", "N", "{}"), ("method", "method", "{}"), ("instances", "instances", "{}"),
+                ("time_s", "time per instance [s]", "{:.3g}"), ("speedup_vs_sdr", "speed-up vs sdr", "{:.4g}"),
+                ("mse_fine_mean", "mean MSE (1-deg grid)", "{:.4f}"), ("feasible", "feasible", "{:.0%}"),
+                ("projected", "projected", "{:.0%}")]
+
+
+def write_report(rows: list[dict[str, Any]], out: Path, title: str,
+                 columns: Sequence[tuple[str, str, str]] = FANG_COLUMNS) -> Path:
+    """``bench.json`` (the rows) and ``bench.md`` (a table of ``columns``: key, header, format)."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(rows, indent=1))
     lines = [f"# {title}", "", f"Machine: {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads.", "",
-             "| N_t | method | time per instance [s] | speed-up vs sca | mean objective | mean iterations |",
-             "|---|---|---|---|---|---|"]
+             "| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append(f"| {r['num_tx']} | {r['method']} | {r['time_s']:.4g} | {r['speedup_vs_sca']:.2f} | "
-                     f"{r['objective_mean']:.6g} | {r['iterations_mean']:.0f} |")
+        cells = ["–" if r.get(key) is None else fmt.format(r[key]) for key, _, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     path = out / "bench.md"
     path.write_text("\n".join(lines) + "\n")
     return path

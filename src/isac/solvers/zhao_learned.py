@@ -10,7 +10,9 @@ r"""Learned solvers of 004 (Zhao et al.) for ``beampattern-sinr``: ``gnn``, ``dn
   implicit projection module (problem (29) + eqs. (30)-(31),
   :func:`isac.solvers.zhao_sdr.project_feasible`). ``info["projected"]`` says whether the
   projection ran; ``timings`` has ``gnn_s`` (forward pass + feasibility check) and
-  ``projection_s`` (0.0 when not used).
+  ``projection_s`` (0.0 when not used). ``solve_batch`` runs one forward pass and one
+  batched feasibility check for all instances, then projects the infeasible ones one by
+  one; each Result's ``time_s`` is its share of the batch plus its own projection.
 
 Which checkpoint: ``checkpoint`` names a file; otherwise a ``*.pt`` file whose config
 matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g. 2 for the
@@ -34,10 +36,9 @@ from typing import Any, ClassVar
 
 import torch
 
-import isac.metrics.problems.beampattern_sinr  # noqa: F401  (registers the evaluator finalize() needs)
+from isac.metrics.problems.beampattern_sinr import feasible_batch  # also registers the evaluator finalize() needs
 from isac.learning import WEIGHTS_DIR
 from isac.learning.train import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, target_steering
-from isac.metrics.evaluate import evaluate
 from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
@@ -271,14 +272,50 @@ class ZhaoGnnIp(_ZhaoLearned):
         assert self._model is not None
         t0 = time.perf_counter()
         C, S = _forward(self._model, [inst], self.device)
+        feasible = bool(feasible_batch([inst], C, S)[0])
         C, S = C[0], S[0]
-        feasible = bool(evaluate(inst, {"C": C, "S": S}).get("feasible", False))
         self.record(timings={"gnn_s": time.perf_counter() - t0, "projection_s": 0.0}, info={"projected": not feasible})
         if feasible:
             return Status.CONVERGED, "GNN output feasible, projection not used", {"C": C, "S": S}, [], 1
-        from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
-
         t1 = time.perf_counter()
-        C_t, S_t, status, message = project_feasible(inst, C, S)
+        status, message, C_t, S_t = _project(inst, C, S)
         self.record(timings={"projection_s": time.perf_counter() - t1})
-        return status, f"GNN output infeasible, projected: {message}", {"C": C_t, "S": S_t}, [], 1
+        return status, message, {"C": C_t, "S": S_t}, [], 1
+
+    def solve_batch(self, instances: Sequence[BeampatternSinrInstance]) -> list[Result]:
+        """One forward pass and one feasibility check for all instances, then 004's projection
+        for each infeasible output. ``time_s`` = batch time / B + the instance's own projection time."""
+        insts = list(instances)
+        gnn = super().solve_batch(insts)  # validates the batch and resolves the model
+        if not gnn:
+            return []
+        t0 = time.perf_counter()
+        C = torch.stack([r.solution["C"] for r in gnn])
+        S = torch.stack([r.solution["S"] for r in gnn])
+        ok = feasible_batch(insts, C, S).tolist()
+        share = gnn[0].time_s + (time.perf_counter() - t0) / len(insts)
+        out = []
+        for inst, r, feasible in zip(insts, gnn, ok):
+            info = {"projected": not feasible}
+            if feasible:
+                status, message, sol, proj_s = Status.CONVERGED, "GNN output feasible, projection not used", r.solution, 0.0
+            else:
+                t1 = time.perf_counter()
+                status, message, C_t, S_t = _project(inst, r.solution["C"], r.solution["S"])
+                proj_s = time.perf_counter() - t1
+                sol = {"C": C_t, "S": S_t}
+            res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=status,
+                         message=f"{message} (batch of {len(insts)})", solution=sol, iterations=1,
+                         time_s=share + proj_s, timings={"solve_s": share + proj_s, "gnn_s": share,
+                                                         "projection_s": proj_s},
+                         options=self.options(), seed=None, info=info)
+            out.append(finalize(res, inst))
+        return out
+
+
+def _project(inst: BeampatternSinrInstance, C: torch.Tensor, S: torch.Tensor):
+    """004's projection module on one infeasible GNN output -> (status, message, C, S)."""
+    from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
+
+    C_t, S_t, status, message = project_feasible(inst, C, S)
+    return status, f"GNN output infeasible, projected: {message}", C_t, S_t

@@ -63,6 +63,30 @@ def sinr_db(x: torch.Tensor) -> torch.Tensor:
     return (10.0 * torch.log10(x.clamp_min(1e-300))).clamp_min(SINR_DB_FLOOR)
 
 
+def constraints_met(sinr_lin: torch.Tensor, sinr_target: torch.Tensor | float, power_w: torch.Tensor,
+                    power_budget_w: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SINR met ``[...]``, power met ``[...]``) for SINRs ``[..., L]`` and powers ``[...]``: the
+    tolerances of the module docstring, the one rule the evaluator and :func:`feasible_batch` use."""
+    target = torch.as_tensor(sinr_target, dtype=torch.float64)
+    budget = torch.as_tensor(power_budget_w, dtype=torch.float64)
+    sinr_ok = (sinr_lin >= (target * (1 - SINR_RTOL)).unsqueeze(-1)).all(-1)
+    power_ok = (power_w - budget).abs() <= budget * POWER_RTOL
+    return sinr_ok, power_ok
+
+
+def feasible_batch(instances, C: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """Feasibility (bool ``[B]``) of solutions ``C [B, M, L]``, ``S [B, M, M]`` of instances sharing M and L,
+    without the rest of the evaluation (no beampattern): what a solver checks before deciding to project.
+    Agrees with ``evaluate(...)["feasible"]`` (tested)."""
+    H = torch.stack([i.H for i in instances])
+    noise = torch.tensor([i.noise_w for i in instances], dtype=torch.float64)
+    g = sinr(H, torch.cat([C, S], dim=-1), noise.unsqueeze(-1))
+    target = torch.tensor([i.sinr_target for i in instances], dtype=torch.float64)
+    budget = torch.tensor([i.power_w for i in instances], dtype=torch.float64)
+    sinr_ok, power_ok = constraints_met(g, target, transmit_power_w(C, S), budget)
+    return sinr_ok & power_ok
+
+
 @register_evaluator(PROBLEM)
 def evaluate_beampattern_sinr(inst: BeampatternSinrInstance, solution: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     C, S = solution["C"], solution["S"]
@@ -70,8 +94,8 @@ def evaluate_beampattern_sinr(inst: BeampatternSinrInstance, solution: Mapping[s
     power = float(t["power_w"])
     g = t["sinr"]
     gamma0 = inst.sinr_target
-    sinr_ok = bool((g >= gamma0 * (1 - SINR_RTOL)).all())
-    power_ok = abs(power - inst.power_w) <= inst.power_w * POWER_RTOL
+    met = constraints_met(g, gamma0, t["power_w"], inst.power_w)
+    sinr_ok, power_ok = bool(met[0]), bool(met[1])
     g_db = sinr_db(g)
     if tuple(inst.grid_deg) == FINE_GRID_DEG:
         mse_fine = float(t["beampattern_mse"])
