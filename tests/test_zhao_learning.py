@@ -12,10 +12,12 @@ import isac.metrics.problems.beampattern_sinr  # noqa: F401  (registers the eval
 import isac.solvers.zhao_learned as zl
 from isac.learning import WEIGHTS_DIR
 from isac.learning.train import (
+    RANDOM_TARGET_SIZES,
     CheckpointError,
     TrainConfig,
     batch_instances,
     build_model,
+    default_sizes,
     load_checkpoint,
     make_dataset,
     split_seeds,
@@ -312,6 +314,10 @@ def test_shipped_checkpoints(kind):
     model, config = load_checkpoint(path)
     assert (config.kind, config.num_antennas, config.num_users, config.num_targets, config.sinr_db) == (
         kind, 10, 2, 3, 8.0)
+    # The weights README's regeneration command (`isac train zhao-KIND --threads 1`, defaults otherwise)
+    # builds exactly this config: random targets get the larger training set.
+    assert config == TrainConfig(kind=kind, threads=1, lr_schedule="cosine", **default_sizes(None))
+    assert config.n_train == RANDOM_TARGET_SIZES["n_train"] > TrainConfig().n_train
     folders = [WEIGHTS_DIR]
     assert zl.find_checkpoint(kind, 10, 2, 8.0, folders) == path
     solver = get_solver("beampattern-sinr", "gnn-ip" if kind == "gnn" else "dnn", {"models": str(WEIGHTS_DIR)})

@@ -389,8 +389,9 @@ def train_cmd(
         help="Fixed target directions (deg) of every sample, comma-separated, e.g. -40,0,40 (004 trains one model "
              "per target set); sets K. [default: K directions drawn per sample]"),
     antennas: int = typer.Option(10, "--antennas", help="Number of antennas M."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; --quick: 3]."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [default: 10000; --quick: 500]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; random targets: 40; --quick: 3]."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [default: 10000, the paper's; random targets: 100000 "
+                                                 "(10000 overfit); --quick: 500]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
@@ -400,22 +401,22 @@ def train_cmd(
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
     """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
-    from isac.learning.train import TrainConfig, target_set_tag, train
+    from isac.learning.train import TrainConfig, default_sizes, target_set_tag, train
 
     kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
     if target not in kinds:
         raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)})")
-    sizes = {"epochs": 3, "n_train": 500, "n_val": 100, "n_test": 100} if quick else {}
-    if epochs is not None:
-        sizes["epochs"] = epochs
-    if samples is not None:
-        sizes["n_train"] = samples
     angles = None
     if target_angles is not None:
         try:
             angles = [float(a) for a in target_angles.split(",") if a.strip()]
         except ValueError:
             raise UserError(f"--target-angles: expected comma-separated degrees like -40,0,40, got {target_angles!r}") from None
+    sizes = {"epochs": 3, "n_train": 500, "n_val": 100, "n_test": 100} if quick else default_sizes(angles)
+    if epochs is not None:
+        sizes["epochs"] = epochs
+    if samples is not None:
+        sizes["n_train"] = samples
     try:
         cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
                           sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, lr_schedule=lr_schedule,

@@ -11,6 +11,8 @@ environment variable ``ISAC_MODEL_DIR`` (then in the shipped weights), so
 :func:`use_model_dir` makes the folder visible to them and to worker processes started
 afterwards.
 
+Full mode uses the paper's training sizes on a fixed target set and
+:data:`isac.learning.train.RANDOM_TARGET_SIZES` (more samples, fewer epochs) on random targets.
 Quick mode trains small models (:data:`QUICK_TRAINING`): the numbers then show that the
 pipeline works, not the paper's performance.
 """
@@ -89,7 +91,7 @@ def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
 def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, seed: int = 0,
                   echo: Callable[[str], None] = print) -> list[Path]:
     """Train each needed model into ``folder`` unless a checkpoint with the same config is there."""
-    from isac.learning.train import TrainConfig, read_checkpoint, train
+    from isac.learning.train import TrainConfig, default_sizes, read_checkpoint, train
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,8 @@ def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, 
     for need in needs:
         cfg = TrainConfig(kind=need.kind, num_antennas=need.num_antennas, num_users=need.num_users,
                           num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed,
-                          target_angles_deg=list(need.target_angles_deg) or None, lr_schedule="cosine")
+                          target_angles_deg=list(need.target_angles_deg) or None, lr_schedule="cosine",
+                          **default_sizes(need.target_angles_deg))
         if mode == "quick":
             cfg = replace(cfg, **QUICK_TRAINING)
         path = out / need.file_name()
