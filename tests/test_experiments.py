@@ -166,6 +166,8 @@ def test_slots_run_trials_as_consecutive_slots_of_trajectories(tmp_path):
         assert runner_instance_hash(inst) == r["instance_hash"]
     tidy = reproduce_tidy(rows, spec)
     assert [t["slot"] for t in tidy[:5]] == [0, 1, 0, 1, 0]
+    text = analysis.report(rows, spec, {}, tmp_path / "rep").read_text()
+    assert "5 trials per point (2 trajectories of 2 time slots and one of 1 time slot)" in text
     # slots = 1 leaves the compute hash of existing specs unchanged; slots needs a preset with `slot`.
     assert "slots" not in parse_spec(DYNAMIC.replace("slots = 2", "")).compute_dict()
     assert "slots" in spec.compute_dict()

@@ -101,6 +101,17 @@ def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) ->
     return cells
 
 
+def _trajectory_text(trials: int, slots: int) -> str:
+    """How the trials of a ``slots`` spec form trajectories, for the report ("" when i.i.d.)."""
+    if slots <= 1:
+        return ""
+    full, rest = divmod(trials, slots)
+    parts = [f"{full} trajector{'y' if full == 1 else 'ies'} of {slots} time slots"] if full else []
+    if rest:
+        parts.append(f"{'one' if full else '1 trajectory'} of {rest} time slot{'s' if rest > 1 else ''}")
+    return " (" + " and ".join(parts) + ")"
+
+
 def _sort_x(x: Any) -> tuple:
     return (0, float(x), "") if isinstance(x, (int, float)) and not isinstance(x, bool) else (1, 0.0, str(x))
 
@@ -375,9 +386,7 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
     failed = [r for r in rows if r["status"] in FAILED_STATUSES]
     lines += [
         f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point"
-        + (f" ({spec.trials // spec.slots} trajectories of {spec.slots} time slots"
-           + (f" and one of {spec.trials % spec.slots}" if spec.trials % spec.slots else "") + ")"
-           if spec.slots > 1 else "")
+        + _trajectory_text(spec.trials, spec.slots)
         + f", {len(spec.points())} points, solvers: {', '.join(spec.solver_keys())}.",
         f"Rows stored: {len(rows)} of {total}; failed (ERROR, INFEASIBLE, NUMERICAL_ERROR): {len(failed)}.",
         "",
