@@ -43,6 +43,24 @@ def test_ensure_models_trains_once_and_publishes_the_folder(tmp_path, monkeypatc
     assert os.environ[models.MODEL_DIR_ENV].split(os.pathsep)[0] == str((tmp_path / "m").resolve())
 
 
+def test_parallel_training_gives_the_same_weights_as_sequential(tmp_path, monkeypatch):
+    """ensure_models(workers=2) trains in spawned processes; one thread per model makes it bit-identical."""
+    import torch
+
+    tiny = {"epochs": 1, "n_train": 30, "n_val": 10, "n_test": 0}
+    monkeypatch.setattr(models, "QUICK_TRAINING", tiny)
+    needs = [models.ModelNeed("gnn", 4, 2, 1, 5.0), models.ModelNeed("dnn", 4, 2, 1, 6.0)]
+    seq = models.ensure_models(needs, tmp_path / "a", "quick", echo=lambda _m: None)
+    lines = []
+    par = models.ensure_models(needs, tmp_path / "b", "quick", workers=2, echo=lines.append)
+    assert lines[0] == "training 2 models in 2 processes" and len(lines) == 3
+    for a, b in zip(seq, par):
+        ca, cb = read_checkpoint(a), read_checkpoint(b)
+        assert ca["config_obj"] == cb["config_obj"] and ca["config_obj"].threads == 1
+        for k, v in ca["state_dict"].items():
+            assert torch.equal(v, cb["state_dict"][k]), k
+
+
 def test_cli_train_writes_a_checkpoint_with_its_config(tmp_path, capsys, monkeypatch):
     out = tmp_path / "g.pt"
     code, _, err = run_cli(["train", "zhao-gnn", "--quick", "--epochs", "1", "--samples", "40", "--users", "3",

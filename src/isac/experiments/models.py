@@ -88,33 +88,59 @@ def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
     return sorted(needs)
 
 
-def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, seed: int = 0,
+def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, seed: int = 0, workers: int = 1,
                   echo: Callable[[str], None] = print) -> list[Path]:
-    """Train each needed model into ``folder`` unless a checkpoint with the same config is there."""
+    """Train each needed model into ``folder`` unless a checkpoint with the same config is there.
+
+    Every model trains on one torch thread (``TrainConfig.threads = 1``), so its weights do not
+    depend on ``workers``: with ``workers > 1`` the missing models train in that many spawned
+    processes at once.
+    """
     from isac.learning.train import TrainConfig, default_sizes, read_checkpoint, train
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, todo = [], []
     for need in needs:
         cfg = TrainConfig(kind=need.kind, num_antennas=need.num_antennas, num_users=need.num_users,
                           num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed,
                           target_angles_deg=list(need.target_angles_deg) or None, lr_schedule="cosine",
-                          **default_sizes(need.target_angles_deg))
+                          threads=1, **default_sizes(need.target_angles_deg))
         if mode == "quick":
             cfg = replace(cfg, **QUICK_TRAINING)
         path = out / need.file_name()
+        paths.append(path)
         if path.exists():
             try:
                 if read_checkpoint(path)["config_obj"] == cfg:
-                    paths.append(path)
                     continue
             except ValueError:
                 pass  # unreadable or foreign: train it again
-        echo(f"training {need.file_name()} ({cfg.epochs} epochs, {cfg.n_train} samples)")
-        train(cfg, path, echo=lambda _m: None)
-        paths.append(path)
+        todo.append((cfg, path))
+    if workers <= 1 or len(todo) <= 1:
+        for cfg, path in todo:
+            echo(f"training {path.name} ({cfg.epochs} epochs, {cfg.n_train} samples)")
+            train(cfg, path, echo=lambda _m: None)
+        return paths
+    from concurrent.futures import as_completed
+
+    from isac.experiments.runner import single_threaded_pool
+
+    echo(f"training {len(todo)} models in {min(workers, len(todo))} processes")
+    with single_threaded_pool(min(workers, len(todo))) as pool:
+        futures = {pool.submit(_train_one, cfg, str(path)): path for cfg, path in todo}
+        for f in as_completed(futures):
+            f.result()
+            echo(f"trained {futures[f].name}")
     return paths
+
+
+def _train_one(cfg, path: str) -> str:
+    """Worker task of :func:`ensure_models` (module level, so spawned processes can import it)."""
+    from isac.learning.train import train
+
+    train(cfg, Path(path), echo=lambda _m: None)
+    return path
 
 
 def use_model_dir(folder: str | Path) -> None:

@@ -104,7 +104,7 @@ def reproduce(
     needs = required_models(spec for spec, _ in specs)
     if needs:  # learned solvers: train the models the specs ask for (once; reruns reuse them)
         models = out / ("models" if mode == "full" else f"models-{mode}")
-        ensure_models(needs, models, mode, echo=echo)
+        ensure_models(needs, models, mode, workers=workers, echo=echo)
         use_model_dir(models)
         index += [f"Models: {len(needs)} checkpoints in `{models.name}/` "
                   f"({'paper training settings' if mode == 'full' else 'quick training: small models'}).", ""]

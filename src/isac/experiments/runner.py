@@ -24,6 +24,7 @@ and its one-line message; it never stops the sweep.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -180,16 +181,23 @@ def _local_results(tasks: list[dict[str, Any]], workers: int) -> Iterator[list[d
         for task in tasks:
             yield run_trial(task)
         return
-    saved = {v: os.environ.get(v) for v in _THREAD_ENV}
-    for v in _THREAD_ENV:  # spawned children read these before importing torch/BLAS
-        os.environ[v] = "1"
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-    try:
+    with single_threaded_pool(workers) as pool:
         pending: set[Future] = {pool.submit(run_trial, {**t, "limit_threads": True}) for t in tasks}
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
                 yield f.result()
+
+
+@contextlib.contextmanager
+def single_threaded_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes whose torch/BLAS start with one thread each."""
+    saved = {v: os.environ.get(v) for v in _THREAD_ENV}
+    for v in _THREAD_ENV:  # spawned children read these before importing torch/BLAS
+        os.environ[v] = "1"
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for v, old in saved.items():
