@@ -75,7 +75,7 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
 
 
 def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str], seed: Optional[int],
-                  params: Optional[list[str]] = None):
+                  params: Optional[dict[str, Any]] = None):
     from isac.scenario.problems import get_family, load_instance, make_preset
 
     get_family(problem)
@@ -87,7 +87,7 @@ def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str],
         return load_instance(instance, problem)
     if preset is None:
         raise UserError("give --instance FILE or --preset NAME (see `isac problems`)")
-    return make_preset(problem, preset, 0 if seed is None else seed, **_parse_params(params or []))
+    return make_preset(problem, preset, 0 if seed is None else seed, **(params or {}))
 
 
 @app.command("problems")
@@ -155,7 +155,8 @@ def solve_cmd(
 
     if seed is not None and seed < 0:
         raise UserError("--seed must be >= 0")
-    inst = _load_or_make(problem, instance, preset, seed, param)
+    params = _parse_params(param)
+    inst = _load_or_make(problem, instance, preset, seed, params)
     name = solver or default_solver(problem)
     s = get_solver(problem, name, _parse_options(option))
     result = s.solve(inst)
@@ -163,8 +164,8 @@ def solve_cmd(
     if preset is not None:
         d["preset"] = preset
         d["seed"] = 0 if seed is None else seed
-        if param:
-            d["preset_params"] = _parse_params(param)
+        if params:
+            d["preset_params"] = params
     if out is not None:
         write_json(out, d)
     summary = {k: d[k] for k in ("problem", "solver", "status", "message", "metrics", "iterations", "time_s")}

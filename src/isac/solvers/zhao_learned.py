@@ -212,6 +212,18 @@ class _ZhaoLearned(Solver):
         insts = list(instances)
         if not insts:
             return []
+        C, S, per = self._forward_batch(insts)
+        out = []
+        for b, inst in enumerate(insts):
+            res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
+                         message=f"{self.kind.upper()} forward pass (batch of {len(insts)})",
+                         solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
+                         timings={"solve_s": per}, options=self.options(), seed=None)
+            out.append(finalize(res, inst))
+        return out
+
+    def _forward_batch(self, insts: list[BeampatternSinrInstance]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Validate a non-empty batch, resolve the model, one timed forward pass -> (C, S, seconds per instance)."""
         first = insts[0]
         if any(i.problem != BEAMPATTERN_SINR for i in insts):
             raise OptionError(f"solver {self.name!r} solves only {BEAMPATTERN_SINR}")
@@ -224,15 +236,7 @@ class _ZhaoLearned(Solver):
                               "every instance of the batch must have them")
         t0 = time.perf_counter()
         C, S = _forward(model, insts, self.device)
-        per = (time.perf_counter() - t0) / len(insts)
-        out = []
-        for b, inst in enumerate(insts):
-            res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
-                         message=f"{self.kind.upper()} forward pass (batch of {len(insts)})",
-                         solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
-                         timings={"solve_s": per}, options=self.options(), seed=None)
-            out.append(finalize(res, inst))
-        return out
+        return C, S, (time.perf_counter() - t0) / len(insts)
 
     def options(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "models": self.models, "train_users": self.train_users,
@@ -286,22 +290,21 @@ class ZhaoGnnIp(_ZhaoLearned):
         """One forward pass and one feasibility check for all instances, then 004's projection
         for each infeasible output. ``time_s`` = batch time / B + the instance's own projection time."""
         insts = list(instances)
-        gnn = super().solve_batch(insts)  # validates the batch and resolves the model
-        if not gnn:
+        if not insts:
             return []
+        C, S, per = self._forward_batch(insts)
         t0 = time.perf_counter()
-        C = torch.stack([r.solution["C"] for r in gnn])
-        S = torch.stack([r.solution["S"] for r in gnn])
         ok = feasible_batch(insts, C, S).tolist()
-        share = gnn[0].time_s + (time.perf_counter() - t0) / len(insts)
+        share = per + (time.perf_counter() - t0) / len(insts)
         out = []
-        for inst, r, feasible in zip(insts, gnn, ok):
+        for b, (inst, feasible) in enumerate(zip(insts, ok)):
             info = {"projected": not feasible}
             if feasible:
-                status, message, sol, proj_s = Status.CONVERGED, "GNN output feasible, projection not used", r.solution, 0.0
+                status, message, sol, proj_s = (Status.CONVERGED, "GNN output feasible, projection not used",
+                                                {"C": C[b], "S": S[b]}, 0.0)
             else:
                 t1 = time.perf_counter()
-                status, message, C_t, S_t = _project(inst, r.solution["C"], r.solution["S"])
+                status, message, C_t, S_t = _project(inst, C[b], S[b])
                 proj_s = time.perf_counter() - t1
                 sol = {"C": C_t, "S": S_t}
             res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=status,

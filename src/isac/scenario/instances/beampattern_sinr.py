@@ -274,9 +274,7 @@ def make_zhao(
         grid_deg = (-90.0, 90.0, 180.0 / int(grid_points))
     rng = make_rng(seed)
     if user_xy_m is None:
-        (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
-        x = rng.uniform(x0, x1, size=num_users)
-        y = rng.uniform(y0, y1, size=num_users)
+        x, y = _draw_user_xy(rng, num_users)
     else:
         xy = np.asarray(user_xy_m, dtype=np.float64)
         if xy.shape != (num_users, 2) or not np.all(np.isfinite(xy)):
@@ -309,6 +307,12 @@ def make_zhao_fixed_b(seed: int, **kwargs) -> BeampatternSinrInstance:
     return make_zhao(seed, target_angles_deg=ZHAO_FIG7_TARGETS_DEG, **kwargs)
 
 
+def _draw_user_xy(rng: np.random.Generator, num_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """004's user placement: x then y, each [L] uniform on the user region."""
+    (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
+    return rng.uniform(x0, x1, size=num_users), rng.uniform(y0, y1, size=num_users)
+
+
 def reflect_into(v: np.ndarray, low: float, high: float) -> np.ndarray:
     """Fold ``v`` into ``[low, high]`` by mirror reflection at the ends (any distance outside)."""
     width = high - low
@@ -336,8 +340,7 @@ def zhao_user_track(seed: int, num_users: int, slot: int,
         raise ValueError(f"step_m must be two non-negative step sizes, got {step_m}")
     rng = make_rng(seed)
     (x0, x1), (y0, y1) = ZHAO_USER_REGION_M
-    x = rng.uniform(x0, x1, size=num_users)
-    y = rng.uniform(y0, y1, size=num_users)
+    x, y = _draw_user_xy(rng, num_users)
     for _ in range(slot):
         x = reflect_into(x + rng.uniform(-sx, sx, size=num_users), x0, x1)
         y = reflect_into(y + rng.uniform(-sy, sy, size=num_users), y0, y1)
