@@ -97,3 +97,27 @@ def association_checks(association: torch.Tensor) -> dict[str, torch.Tensor]:
     serves = (u.sum(-1) >= 1).all(-1)
     return {"binary": binary, "one_bs_per_user": one, "every_bs_serves": serves,
             "valid": binary & one & serves}
+
+
+def association_objective_bps_hz(sinr, association, bandwidth: float = 1.0) -> torch.Tensor:
+    r"""(P2)'s objective (000 eq. (28)) for a given SINR matrix: :math:`B\sum_k\frac1{n_k}\sum_{i:u_{k,i}=1}\log_2(1+\gamma_{k,i})`.
+
+    The SINRs are held fixed (the UA step of 000's Algorithm 3), so this is the sum over BSs of
+    the mean rate of each BS's CUs, times B. A BS serving nobody contributes 0 (such a U
+    violates (27d); see :func:`association_checks`).
+
+    Args:
+        sinr: ``[..., K, N]`` linear SINRs :math:`\gamma_{k,i}` (float64, >= 0).
+        association: ``[..., K, N]`` 0/1, or ``[..., N]`` integer BS index per CU.
+        bandwidth: B (1: bit/s/Hz).
+
+    Returns:
+        ``[...]`` float64.
+    """
+    g = torch.as_tensor(sinr, dtype=torch.float64)
+    u = torch.as_tensor(association)
+    if u.ndim == g.ndim - 1:  # BS index per CU -> one-hot [..., K, N]
+        u = torch.nn.functional.one_hot(u.to(torch.int64), g.shape[-2]).transpose(-2, -1)
+    u = u.to(torch.float64)
+    load = bs_load(u).clamp(min=1.0)
+    return bandwidth * ((u * torch.log2(1.0 + g)).sum(-1) / load).sum(-1)

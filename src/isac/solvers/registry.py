@@ -19,6 +19,7 @@ _SOLVER_MODULES = (
     "isac.solvers.fang_sdr",
     "isac.solvers.zhao_sdr",
     "isac.solvers.zhao_learned",
+    "isac.solvers.li_ao",
 )
 
 

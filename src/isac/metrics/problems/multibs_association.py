@@ -8,8 +8,11 @@ Feasibility (problem (P1), eq. (27)) with the tolerances of :mod:`isac.metrics.e
 * (27c) :math:`\|\mathbf W_k\|_F^2\le P_t(1+\mathrm{POWER\_RTOL})`;
 * (27d)-(27f) binary association, every CU on exactly one BS, every BS serving >= 1 CU.
 
-Rates are reported in bit/s/Hz as 000 does (and in nats); ``throughput_bps`` only when the
-instance gives ``bandwidth_hz``.
+Rates are reported in bit/s/Hz as 000 does (and in nats); ``sum_rate_per_user`` is the sum rate
+divided by N (000 Fig. 7's "average sum rate per CU", bit/s/Hz); ``throughput_bps`` only when
+the instance gives ``bandwidth_hz``. ``beampattern_bs{k}_db`` is BS k's transmit beampattern
+:math:`10\log_{10}\mathbf a^H(\theta)\mathbf R_k\mathbf a(\theta)` (dBW) on ``grid_deg`` = 0, 1, ..., 180 deg
+(000 Figs. 4-5; angles from the array axis, as eq. (5)).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import torch
 
+from isac.metrics.beampattern import beampattern, steering_matrix
 from isac.metrics.bounds.li import li_doa_crb
 from isac.metrics.evaluate import POWER_RTOL, SINR_RTOL, register_evaluator
 from isac.metrics.network import association_checks, rate_matrix_nats, sinr_matrix
@@ -64,6 +68,7 @@ def evaluate_multibs_association(inst: MultibsAssociationInstance, solution: Map
     out: dict[str, Any] = {
         "sum_rate_bps_hz": float(t["sum_rate_bps_hz"]),
         "sum_rate_nats": float(t["sum_rate_bps_hz"]) * LN2,
+        "sum_rate_per_user": float(t["sum_rate_bps_hz"]) / inst.num_users,
         "rates_bps_hz": t["rates_bps_hz"].tolist(),
         "sinr_db": (10 * torch.log10(t["sinr"])).tolist(),
         "radar_snr_db": (10 * torch.log10(t["radar_snr"])).tolist(),
@@ -81,5 +86,10 @@ def evaluate_multibs_association(inst: MultibsAssociationInstance, solution: Map
         out["detection_probability"] = detection_probability(t["radar_snr"], inst.false_alarm_probability).tolist()
     if inst.bandwidth_hz is not None:
         out["throughput_bps"] = float(t["sum_rate_bps_hz"]) * inst.bandwidth_hz
+    grid = torch.arange(0.0, 181.0, 1.0, dtype=torch.float64)
+    gain = beampattern(steering_matrix(inst.array, grid), W, W[..., :0])  # [K, 181], a^H R_k a in W
+    out["grid_deg"] = grid.tolist()
+    for k in range(inst.num_bs):
+        out[f"beampattern_bs{k}_db"] = (10 * torch.log10(gain[k].clamp(min=1e-300))).tolist()
     out["feasible"] = bool(checks["valid"] and power_ok.all() and snr_ok.all() and crb_ok.all())
     return out
