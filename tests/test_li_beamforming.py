@@ -241,3 +241,14 @@ def test_beamformer_registry_and_options():
         get_beamformer("fast", {"nope": 1})
     with pytest.raises(OptionError, match="unknown beamformer"):
         get_beamformer("nope")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_reaches_admm_on_small_instances(seed):
+    inst = make_preset("multibs-association", "li", seed, num_antennas=6, num_users=4)
+    for k in range(inst.num_bs):
+        bp = BsProblem.from_instance(inst, k, np.array([0, 1, 2, 0]))
+        fast, admm = FastBeamformer().solve(bp), get_beamformer("admm").solve(bp)
+        assert admm.status in (Status.CONVERGED, Status.MAX_ITERATIONS), admm.message
+        assert paper_feasible(bp, fast.W.numpy())
+        assert fast.objective >= admm.objective - 1e-9, (seed, k, fast.objective, admm.objective)

@@ -10,7 +10,8 @@ Feasibility (problem (P1), eq. (27)) with the tolerances of :mod:`isac.metrics.e
 
 Rates are reported in bit/s/Hz as 000 does (and in nats); ``sum_rate_per_user`` is the sum rate
 divided by N (000 Fig. 7's "average sum rate per CU", bit/s/Hz); ``throughput_bps`` only when
-the instance gives ``bandwidth_hz``. ``beampattern_bs{k}_db`` is BS k's transmit beampattern
+the instance gives ``bandwidth_hz``. ``sinr_db`` is each CU's SINR at the BS that serves it ``[N]``
+(eq. (8)); a zero ratio is reported as :data:`DB_FLOOR` dB. ``beampattern_bs{k}_db`` is BS k's transmit beampattern
 :math:`10\log_{10}\mathbf a^H(\theta)\mathbf R_k\mathbf a(\theta)` (dBW) on ``grid_deg`` = 0, 1, ..., 180 deg
 (000 Figs. 4-5; angles from the array axis, as eq. (5)).
 """
@@ -55,6 +56,14 @@ def metric_terms(inst: MultibsAssociationInstance, W: torch.Tensor, association:
     }
 
 
+DB_FLOOR = -3000.0
+"""dB value reported for a zero power ratio (JSON has no -inf): 10 log10(1e-300)."""
+
+
+def _db(x: torch.Tensor) -> torch.Tensor:
+    return 10 * torch.log10(x.clamp(min=1e-300))
+
+
 @register_evaluator(PROBLEM)
 def evaluate_multibs_association(inst: MultibsAssociationInstance, solution: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     W = solution["W"]
@@ -70,8 +79,8 @@ def evaluate_multibs_association(inst: MultibsAssociationInstance, solution: Map
         "sum_rate_nats": float(t["sum_rate_bps_hz"]) * LN2,
         "sum_rate_per_user": float(t["sum_rate_bps_hz"]) / inst.num_users,
         "rates_bps_hz": t["rates_bps_hz"].tolist(),
-        "sinr_db": (10 * torch.log10(t["sinr"])).tolist(),
-        "radar_snr_db": (10 * torch.log10(t["radar_snr"])).tolist(),
+        "sinr_db": _db((A * t["sinr"]).sum(-2)).tolist(),
+        "radar_snr_db": _db(t["radar_snr"]).tolist(),
         "crb_rad2": t["crb_rad2"].tolist(),
         "power_w": t["power_w"].tolist(),
         "total_power_w": float(t["power_w"].sum()),
@@ -90,6 +99,6 @@ def evaluate_multibs_association(inst: MultibsAssociationInstance, solution: Map
     gain = beampattern(steering_matrix(inst.array, grid), W, W[..., :0])  # [K, 181], a^H R_k a in W
     out["grid_deg"] = grid.tolist()
     for k in range(inst.num_bs):
-        out[f"beampattern_bs{k}_db"] = (10 * torch.log10(gain[k].clamp(min=1e-300))).tolist()
+        out[f"beampattern_bs{k}_db"] = _db(gain[k]).tolist()
     out["feasible"] = bool(checks["valid"] and power_ok.all() and snr_ok.all() and crb_ok.all())
     return out
