@@ -350,8 +350,9 @@ def reproduce_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t) or zhao (004 "
-                                           "solvers against the grid size N, GNN batched and single)."),
+    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t), zhao (004 "
+                                           "solvers against the grid size N, GNN batched and single) or li (000: "
+                                           "admm vs fast per BS and per AO; exact vs brute-force vs MILP association)."),
     quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50)."),
     out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
@@ -361,12 +362,19 @@ def bench_cmd(
                                                        "torch device (e.g. cuda)."),
 ):
     """Time solvers side by side on the same instances and report ratios."""
-    from isac.experiments.bench import ZHAO_COLUMNS, bench_fang, bench_zhao, write_report
+    from isac.experiments.bench import LI_COLUMNS, ZHAO_COLUMNS, bench_fang, bench_li, bench_zhao, write_report
 
-    if target not in ("fang", "zhao"):
-        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao)")
+    if target not in ("fang", "zhao", "li"):
+        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao, li)")
     if instances < 1 or batch < 1:
         raise UserError("--instances and --batch must be >= 1")
+    if target == "li":
+        rows = bench_li(instances=1 if quick else instances, admm_max_iterations=10 if quick else 100,
+                        association_sizes=((3, 10), (5, 20)) if quick else ((3, 10), (4, 10), (5, 20), (10, 40)),
+                        echo=typer.echo)
+        title = "000 solvers: per-BS beamforming, full AO and association, side by side"
+        typer.echo(f"wrote {write_report(rows, out, title, LI_COLUMNS)}")
+        return
     if target == "fang":
         rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
                           echo=typer.echo, device=device)

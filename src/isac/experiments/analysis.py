@@ -199,8 +199,14 @@ def trace_curves(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot)
 
 def draw_trace(curves: Mapping[str, list[float]], spec: SweepSpec, plot: Plot, out_dir: Path) -> list[Path]:
     fig, ax = _axes()
-    for name, ys in curves.items():
-        ax.plot(range(len(ys)), ys, label=name)
+    for name, ys in curves.items():  # markers on short traces (a one-point trace is otherwise invisible)
+        ax.plot(range(len(ys)), ys, label=name, marker="o" if len(ys) <= 30 else None, ms=4)
+    longest = max((len(ys) for ys in curves.values()), default=0)
+    if 0 < longest <= 30:  # few (outer) iterations: integer ticks, and room around a single point
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, max(longest - 1, 1) + 0.5)
     return _finish(fig, ax, plot, out_dir, xlabel="iteration", ylabel="objective (mean over trials)",
                    title=f"{spec.name}: convergence", legend=bool(curves), scale="symlog", grid_which="major",
                    legend_size=7)

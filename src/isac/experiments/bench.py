@@ -15,6 +15,13 @@ N = 10, where the on-grid optimum is ~0 and not unique), ``zf``, ``gnn`` one ins
 time without projection), ``gnn-ip`` one at a time (projection included when it runs) and ``gnn-ip`` batched. Each
 row reports the MSE on the 1-degree grid (``beampattern_mse_fine``, Table II's number), the
 fraction feasible and, for ``gnn-ip``, the fraction projected.
+
+``li``: 000 at the default `li` size (K = 3, N = 10, M = 24, Ns = 24). Per BS: ``admm``
+(000's Algorithm 2), ``fast`` (ours) and ``zf-ns`` on the same (P3.k) problems (each BS of the
+association ``exact`` finds on the first AO step), with the objective (30) each reaches; per
+full AO (association ``exact``) with each beamformer; and the association solvers ``exact`` vs
+``brute-force`` vs the MILP reference on SINR matrices up to K x N = 10 x 40
+(:func:`isac.experiments.bench_li.bench_li_association`).
 """
 
 from __future__ import annotations
@@ -126,6 +133,82 @@ def bench_zhao(
     return rows
 
 
+def bench_li(
+    instances: int = 3,
+    admm_max_iterations: int = 100,
+    association_sizes: Sequence[tuple[int, int]] = ((3, 10), (4, 10), (5, 20), (10, 40)),
+    echo: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """000's beamformers per BS and per full AO, then the association solvers; rows for :func:`write_report`."""
+    import numpy as np
+    import torch
+
+    from isac.scenario.problems import make_preset
+    from isac.solvers.li_association import associate
+    from isac.solvers.li_beamforming import BsProblem, get_beamformer
+    from isac.solvers.registry import get_solver
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows: list[dict[str, Any]] = []
+    try:
+        insts = [make_preset("multibs-association", "li", seed) for seed in range(instances)]
+        per_bs: dict[str, list[tuple[float, float, bool]]] = {"admm": [], "fast": [], "zf-ns": []}
+        for seed, inst in enumerate(insts):
+            snr = inst.p_max_w.numpy()[:, None] * (np.abs(inst.H.numpy()) ** 2).sum(axis=1) / inst.noise_comm_w
+            assoc = associate(snr, "exact").association
+            for k in range(inst.num_bs):
+                bp = BsProblem.from_instance(inst, k, assoc)
+                for name in per_bs:
+                    bf = get_beamformer(name, {"max_iterations": admm_max_iterations} if name == "admm" else {})
+                    t0 = time.perf_counter()
+                    r = bf.solve(bp)
+                    per_bs[name].append((time.perf_counter() - t0, r.objective, r.W is not None and bp.is_feasible(r.W)))
+                echo(f"seed {seed} BS {k}: " + ", ".join(f"{n} {v[-1][0]:.3f} s obj {v[-1][1]:.4f}" for n, v in per_bs.items()))
+        base = statistics.mean(t for t, _, _ in per_bs["admm"])
+        for name, vals in per_bs.items():
+            t = statistics.mean(v[0] for v in vals)
+            rows.append({"what": "per BS (P3.k)", "size": "K=3 N=10 M=24", "method": name, "time_s": t,
+                         "speedup_vs_admm": base / t, "objective_mean": statistics.mean(v[1] for v in vals),
+                         "feasible": statistics.mean(float(v[2]) for v in vals)})
+        ao: dict[str, list[tuple[float, float, bool]]] = {}
+        for name in ("admm", "fast"):
+            opts = {"beamformer": name, **({"beamformer_max_iterations": admm_max_iterations} if name == "admm" else {})}
+            solver = get_solver("multibs-association", "ao", opts)
+            for inst in insts:
+                t0 = time.perf_counter()
+                r = solver.solve(inst)
+                ao.setdefault(name, []).append((time.perf_counter() - t0, r.metrics.get("sum_rate_bps_hz", float("nan")),
+                                                r.feasible))
+            echo(f"full AO, beamformer {name}: {statistics.mean(v[0] for v in ao[name]):.3f} s/instance")
+        base = statistics.mean(v[0] for v in ao["admm"])
+        for name, vals in ao.items():
+            t = statistics.mean(v[0] for v in vals)
+            rows.append({"what": "full AO (exact association)", "size": "K=3 N=10 M=24", "method": name, "time_s": t,
+                         "speedup_vs_admm": base / t, "objective_mean": statistics.mean(v[1] for v in vals),
+                         "feasible": statistics.mean(float(v[2]) for v in vals)})
+    finally:
+        torch.set_num_threads(old)
+    from isac.experiments.bench_li import bench_li_association
+
+    assoc_rows = bench_li_association(sizes=tuple(association_sizes), instances=instances, echo=echo)
+    groups: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+    for r in assoc_rows:
+        groups.setdefault((r["K"], r["N"], r["method"]), []).append(r)
+    for (k, n, method), rs in groups.items():
+        t = statistics.mean(r["time_s"] for r in rs)
+        ref = groups.get((k, n, "milp"))
+        rows.append({"what": "association (P2)", "size": f"K={k} N={n}", "method": method, "time_s": t,
+                     "speedup_vs_milp": (statistics.mean(r["time_s"] for r in ref) / t) if ref else None,
+                     "objective_mean": statistics.mean(r["objective"] for r in rs),
+                     "feasible": statistics.mean(float(bool(r.get("agrees", True))) for r in rs)})
+    return rows
+
+
+LI_COLUMNS = [("what", "step", "{}"), ("size", "size", "{}"), ("method", "method", "{}"),
+              ("time_s", "time per instance [s]", "{:.4g}"), ("speedup_vs_admm", "speed-up vs admm", "{:.3g}"),
+              ("speedup_vs_milp", "speed-up vs MILP", "{:.3g}"), ("objective_mean", "mean objective [bit/s/Hz]", "{:.6g}"),
+              ("feasible", "feasible / agrees", "{:.0%}")]
 FANG_COLUMNS = [("num_tx", "N_t", "{}"), ("method", "method", "{}"), ("time_s", "time per instance [s]", "{:.4g}"),
                 ("speedup_vs_sca", "speed-up vs sca", "{:.2f}"), ("objective_mean", "mean objective", "{:.6g}"),
                 ("iterations_mean", "mean iterations", "{:.0f}")]

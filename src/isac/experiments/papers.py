@@ -25,3 +25,16 @@ register_paper(Paper(
            "zhao_users_sweep; Table II: zhao_table2_grid. The GNN and DNN models are trained first "
            "(`models/`, or `models-quick/` with small quick-mode training), one per (L, Gamma0) as in the paper."),
 ))
+
+register_paper(Paper(
+    key="li",
+    title="000 Li et al., LLM-enabled user association and multi-BS ISAC beamforming (multibs-association)",
+    specs=("fig4_5_beampattern.toml", "fig6_convergence.toml", "fig7_users.toml", "fig8_antennas.toml",
+           "fig9_power.toml", "fig10_crb.toml", "fig10_crb_binding.toml", "table3_large.toml"),
+    notes=("Figs. 4-5: li_fig4_5_beampattern (fixed = Fig. 4 'Beamforming only', exact = Fig. 5); Fig. 6: "
+           "li_fig6_convergence; Figs. 7, 8, 9: li_fig7_users, li_fig8_antennas, li_fig9_power; Fig. 10: li_fig10_crb "
+           "(the paper's epsilon, where our CRB does not bind) and li_fig10_crb_binding (1e-7 ... 1e-3 rad^2); "
+           "Table 3: li_table3_large. Baselines: brute-force = 'Convex plus BF' (same optimum of (P2) as exact), "
+           "gale-shapley = 'Convex method only', fixed = 'Beamforming only'. The paper's proposal (an LLM "
+           "associating users, 'Convex plus GPT-o1') lands with a later issue; exact is its ceiling."),
+))
