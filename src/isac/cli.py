@@ -187,6 +187,23 @@ def evaluate_cmd(
     typer.echo(json.dumps(to_python(evaluate(inst, sol)), indent=2))
 
 
+@app.command("associate")
+def associate_cmd(
+    sinr: Path = typer.Option(..., "--sinr", help='JSON file {"sinr": K x N linear SINRs} (000\'s (P2) input).'),
+    method: str = typer.Option("exact", "--method", help="exact, gale-shapley, fixed, brute-force, milp (or llm)."),
+    bandwidth: float = typer.Option(1.0, "--bandwidth", help="Bandwidth B per BS (1: bit/s/Hz)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Method option key=value (repeatable)."),
+):
+    """Solve 000's user association (P2) alone: print the association (BS per CU), its objective and the time."""
+    from isac.scenario.io import Fields, read_json
+    from isac.solvers.li_association import associate
+
+    obj = read_json(sinr, "SINR file")
+    Fields(obj).check_keys(["sinr"])
+    res = associate(obj["sinr"], method, bandwidth=bandwidth, **_parse_options(option))
+    typer.echo(json.dumps(res.to_dict(), indent=2))
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for results.json and the plot."),

@@ -122,7 +122,9 @@ def run_trial(task: dict[str, Any]) -> list[dict[str, Any]]:
                 metrics["trace_objective"] = [float(t.get("objective", math.nan)) for t in result.trace]
             message = result.message
             status = result.status.value
-            if missing:
+            # A solver that returned no point (e.g. INFEASIBLE: a sensing target is unreachable)
+            # has no metrics to report; its own status and reason are the row's outcome.
+            if missing and result.solution:
                 status = ERROR
                 message = f"metrics not reported by the evaluator: {', '.join(missing)}"
             row = {**base, "solver": s["key"], "instance_hash": ihash, "status": status, "message": message,
