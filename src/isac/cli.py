@@ -169,6 +169,8 @@ def solve_cmd(
     if out is not None:
         write_json(out, d)
     summary = {k: d[k] for k in ("problem", "solver", "status", "message", "metrics", "iterations", "time_s")}
+    if d.get("info"):
+        summary["info"] = d["info"]
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -189,19 +191,55 @@ def evaluate_cmd(
 
 @app.command("associate")
 def associate_cmd(
-    sinr: Path = typer.Option(..., "--sinr", help='JSON file {"sinr": K x N linear SINRs} (000\'s (P2) input).'),
-    method: str = typer.Option("exact", "--method", help="exact, gale-shapley, fixed, brute-force, milp (or llm)."),
+    sinr: Path = typer.Option(..., "--sinr", help='JSON file {"sinr": K x N linear SINRs} (000\'s (P2) input); '
+                              'optional "initial": [N] 0-based BS per CU.'),
+    method: str = typer.Option("exact", "--method", help="exact, gale-shapley, fixed, brute-force, milp or llm."),
     bandwidth: float = typer.Option(1.0, "--bandwidth", help="Bandwidth B per BS (1: bit/s/Hz)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Method option key=value (repeatable)."),
+    llm_base_url: Optional[str] = typer.Option(None, "--llm-base-url", help="llm: OpenAI-compatible endpoint, e.g. "
+                                               "http://127.0.0.1:8080/v1 (default $ISAC_LLM_BASE_URL)."),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="llm: model name (default $ISAC_LLM_MODEL)."),
+    llm_api_key_env: Optional[str] = typer.Option(None, "--llm-api-key-env",
+                                                  help="llm: environment variable holding the API key (default OPENAI_API_KEY)."),
+    prompt_dir: Optional[Path] = typer.Option(None, "--prompt-dir", help="llm: folder of prompt templates "
+                                              "(<part>.txt) overriding the built-in ones."),
+    show_prompt: bool = typer.Option(False, "--show-prompt", help="llm: print the first round's prompt and exit "
+                                     "(no server is contacted)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="llm: bypass the reply cache."),
 ):
-    """Solve 000's user association (P2) alone: print the association (BS per CU), its objective and the time."""
+    """Solve 000's user association (P2) alone: print the association (BS per CU), its objective and the time.
+
+    With --method llm the association comes from a chat model (000's Algorithm 1); the output then
+    also says where it came from: provenance llm (a valid reply), repaired, or fallback (gale-shapley).
+    """
     from isac.scenario.io import Fields, read_json
-    from isac.solvers.li_association import associate
+    from isac.solvers.li_association import get_association_method
 
     obj = read_json(sinr, "SINR file")
-    Fields(obj).check_keys(["sinr"])
-    res = associate(obj["sinr"], method, bandwidth=bandwidth, **_parse_options(option))
-    typer.echo(json.dumps(res.to_dict(), indent=2))
+    Fields(obj).check_keys(["sinr"], ["initial"])
+    opts: dict[str, Any] = _parse_options(option)
+    llm_flags = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env,
+                 "prompt_dir": None if prompt_dir is None else str(prompt_dir)}
+    if method == "llm":
+        opts.update({k: v for k, v in llm_flags.items() if v is not None})
+        if no_cache:
+            opts["no_cache"] = True
+    elif show_prompt or no_cache or any(v is not None for v in llm_flags.values()):
+        raise UserError("--llm-*, --prompt-dir, --show-prompt and --no-cache apply to --method llm only")
+    m = get_association_method(method, opts)
+    if show_prompt:
+        for msg in m.prompt(obj["sinr"], bandwidth=bandwidth, initial=obj.get("initial")):
+            typer.echo(f"--- {msg['role']} ---")
+            typer.echo(msg["content"])
+        return
+    res = m.associate(obj["sinr"], bandwidth=bandwidth, initial=obj.get("initial"))
+    out = res.to_dict()
+    if method == "llm":
+        info = out["info"]
+        out = {"association": out["association"], "objective": out["objective"], "method": out["method"],
+               **{k: info.get(k) for k in ("provenance", "rounds", "valid_replies", "tokens")},
+               "time_s": out["time_s"], "info": info}
+    typer.echo(json.dumps(out, indent=2))
 
 
 @app.command("demo")
@@ -353,12 +391,21 @@ def reproduce_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: reproduce-PAPER)."),
     workers: int = typer.Option(0, "--workers", help="Local worker processes (default: number of CPUs, at most 8)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    llm_base_url: Optional[str] = typer.Option(None, "--llm-base-url", help="li: OpenAI-compatible endpoint for the "
+                                               "LLM association lines (default $ISAC_LLM_BASE_URL; none: skipped)."),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="li: model of the LLM lines (default $ISAC_LLM_MODEL)."),
 ):
     """Regenerate a paper's tables and figures from its bundled sweep specs."""
     from isac.experiments.reproduce import reproduce
+    from isac.solvers.li_llm import ENV_BASE_URL, ENV_MODEL
 
     if quick and full:
         raise UserError("give --quick or --full, not both")
+    # Worker processes inherit the environment, so the endpoint travels through it.
+    if llm_base_url:
+        os.environ[ENV_BASE_URL] = llm_base_url
+    if llm_model:
+        os.environ[ENV_MODEL] = llm_model
     n = _worker_count(workers)
     with _progress_bar(progress) as factory:
         reproduce(paper, "quick" if quick else "full", out or Path(f"reproduce-{paper}"), workers=n,

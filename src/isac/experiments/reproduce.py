@@ -10,6 +10,11 @@ Output folder layout: ``<out>/<stem>.db`` (the store; rerunning resumes),
 linking the reports, where ``<stem>`` is the spec name (``--full``) or
 ``<name>-quick`` (``--quick``), so both modes can share one folder.
 
+Solver entries with ``requires = "llm-endpoint"`` (000's LLM association) run only when an
+OpenAI-compatible endpoint is configured (:func:`llm_endpoint_configured`); otherwise they are
+left out of the run with a message, and the report index says so. Their rows are cached replies
+on a rerun (:mod:`isac.solvers.llm_client`), so re-running calls the model 0 times.
+
 Specs that run learned solvers first get their models: trained into ``<out>/models``
 (``models-quick`` in quick mode) unless already there (see :mod:`isac.experiments.models`).
 """
@@ -84,6 +89,28 @@ def paper_specs(key: str, mode: str) -> list[tuple[SweepSpec, str]]:
     return out
 
 
+LLM_SKIP = ("no LLM endpoint configured: set ISAC_LLM_BASE_URL and ISAC_LLM_MODEL "
+            "(or isac reproduce --llm-base-url URL --llm-model NAME)")
+
+
+def llm_endpoint_configured() -> bool:
+    """Whether ``$ISAC_LLM_BASE_URL`` and ``$ISAC_LLM_MODEL`` are both set (what LLM lines need)."""
+    import os
+
+    from isac.solvers.li_llm import ENV_BASE_URL, ENV_MODEL
+
+    return bool(os.environ.get(ENV_BASE_URL)) and bool(os.environ.get(ENV_MODEL))
+
+
+def drop_unavailable(spec: SweepSpec) -> tuple[SweepSpec, list[str]]:
+    """``spec`` without the solver entries whose requirement is unmet, and their labels."""
+    if llm_endpoint_configured():
+        return spec, []
+    keep = [s for s in spec.solvers if s.requires != "llm-endpoint"]
+    skipped = [s.key for s in spec.solvers if s.requires == "llm-endpoint"]
+    return (spec.model_copy(update={"solvers": keep}) if skipped else spec), skipped
+
+
 def reproduce(
     key: str,
     mode: str,
@@ -109,6 +136,9 @@ def reproduce(
         index += [f"Models: {len(needs)} checkpoints in `{models.name}/` "
                   f"({'paper training settings' if mode == 'full' else 'quick training: small models'}).", ""]
     for spec, text in specs:
+        spec, skipped = drop_unavailable(spec)
+        if skipped:
+            echo(f"{spec.name}: skipped {', '.join(skipped)}: {LLM_SKIP}")
         stem = spec.name if mode == "full" else f"{spec.name}-{mode}"
         store_path = out / f"{stem}.db"
         prog = progress_factory(spec.name) if progress_factory else None
@@ -122,7 +152,8 @@ def reproduce(
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "results.csv").write_text(export(rows, spec, "csv"))
         report(rows, spec, manifest, folder)
-        index.append(f"- [{stem}]({stem}/report.md): {spec.description}")
+        index.append(f"- [{stem}]({stem}/report.md): {spec.description}"
+                     + (f" (skipped: {', '.join(skipped)}; {LLM_SKIP})" if skipped else ""))
     if _PAPERS[key].notes:
         index += ["", _PAPERS[key].notes]
     (out / "README.md").write_text("\n".join(index) + "\n")

@@ -86,6 +86,9 @@ class SolverEntry(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
     where: dict[str, list[Scalar]] = Field(default_factory=dict)
     """Run this solver only at points whose axis values are in these lists (e.g. an SDR only for small N_t)."""
+    requires: Literal["llm-endpoint"] | None = None
+    """``"llm-endpoint"``: an LLM line, run only when an endpoint is configured ($ISAC_LLM_BASE_URL and
+    $ISAC_LLM_MODEL, or ``isac reproduce --llm-base-url/--llm-model``); skipped with a message otherwise."""
 
     @property
     def key(self) -> str:

@@ -126,6 +126,13 @@ class LiAlternatingOptimisation(Solver):
     """SINR matrix of the first association step (module docstring)."""
     beamformer_max_iterations: int = 0
     """Iteration cap handed to the beamformer (0: its default)."""
+    llm_base_url: str = ""
+    """``association = "llm"``: the endpoint ("": $ISAC_LLM_BASE_URL)."""
+    llm_model: str = ""
+    """``association = "llm"``: the model ("": $ISAC_LLM_MODEL)."""
+    llm_options: str = ""
+    """``association = "llm"``: further options of the llm method, ``key=value`` pairs separated by ``;``
+    (e.g. ``"json_schema=true;max_rounds=3"``; see :mod:`isac.solvers.li_llm`)."""
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1 or not self.tolerance >= 0 or self.beamformer_max_iterations < 0:
@@ -138,6 +145,27 @@ class LiAlternatingOptimisation(Solver):
                               f"{', '.join(sorted(association_methods()))})")
         if self.beamformer not in beamformers():
             raise OptionError(f"unknown beamformer {self.beamformer!r} (available: {', '.join(sorted(beamformers()))})")
+        if self.association != "llm" and (self.llm_base_url or self.llm_model or self.llm_options):
+            raise OptionError("llm_base_url, llm_model and llm_options apply to association=llm only")
+        self._method()  # option errors surface here, not mid-solve
+
+    def _method(self):
+        """The association method with its options (the llm method gets the llm_* options)."""
+        from isac.solvers.li_association import get_association_method
+
+        if self.association != "llm":
+            return get_association_method(self.association)
+        opts: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in self.llm_options.split(";"))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise OptionError(f"llm_options: {item!r} is not key=value")
+            opts[key.strip()] = value.strip()
+        if self.llm_base_url:
+            opts["base_url"] = self.llm_base_url
+        if self.llm_model:
+            opts["model"] = self.llm_model
+        return get_association_method("llm", opts)
 
     def _beamform(self, inst: MultibsAssociationInstance, assoc: np.ndarray, W: torch.Tensor | None):
         """Beams of every BS for ``assoc``; ``(W [K, M, N+Ns], None)`` or ``(None, (status, message))``."""
@@ -160,7 +188,29 @@ class LiAlternatingOptimisation(Solver):
         return float(association_objective_bps_hz(g, torch.as_tensor(assoc)))
 
     def _solve(self, inst: MultibsAssociationInstance):
-        from isac.solvers.li_association import associate
+        method = self._method()
+        if self.association == "llm":
+            method.endpoint()  # no endpoint: a one-line OptionError before any work
+        llm = {"replies": 0, "valid_replies": 0, "repaired_replies": 0, "tokens": 0, "requests": 0, "fallbacks": 0,
+               "steps": 0}
+
+        def associate(S, initial=None):
+            from isac.solvers.li_llm import NoAssociationError
+
+            try:
+                res = method.associate(S, initial=initial)
+            except NoAssociationError as e:
+                res = e  # counted below; the caller sees a result without an association
+            if self.association == "llm":
+                llm["steps"] += 1
+                llm["fallbacks"] += res.info.get("provenance") == "fallback"
+                for k in ("replies", "valid_replies", "repaired_replies", "tokens", "requests"):
+                    llm[k] += int(res.info.get(k, 0))
+            return None if isinstance(res, Exception) else res
+
+        def llm_info():
+            return {**{f"llm_{k}": v for k, v in llm.items()},
+                    "llm_valid_reply_rate": llm["valid_replies"] / llm["replies"] if llm["replies"] else 0.0}
 
         with _one_thread():
             for k in range(inst.num_bs):
@@ -177,8 +227,13 @@ class LiAlternatingOptimisation(Solver):
                 W0 = torch.stack([initial_beams(BsProblem.from_instance(inst, k, np.full(inst.num_users, k)))
                                   for k in range(inst.num_bs)])
                 S = sinr_matrix(inst.H, W0, inst.noise_comm_w).numpy()
-            first = associate(S, self.association)
+            first = associate(S)
+            if first is None:
+                self.record(info={**llm_info(), "llm_provenance": "none", "llm_sum_rate_bps_hz": None})
+                return (Status.NUMERICAL_ERROR, "the LLM gave no usable association in the first step (N/A; "
+                        "llm fallback = none)", {}, [], 0)
             assoc = first.association
+            source = first.info.get("provenance", self.association)
             t_assoc = time.perf_counter() - t0
             t1 = time.perf_counter()
             W, fail, bf_iters = self._beamform(inst, assoc, None)
@@ -194,7 +249,11 @@ class LiAlternatingOptimisation(Solver):
                 t0 = time.perf_counter()
                 S = association_sinr_matrix(inst, W, assoc)
                 current = float(association_objective_bps_hz(torch.as_tensor(S), torch.as_tensor(assoc)))
-                prop = associate(S, self.association, initial=assoc)
+                prop = associate(S, initial=assoc)
+                if prop is None:
+                    status, message = (Status.CONVERGED, f"the LLM gave no usable association at outer iteration "
+                                       f"{it}; the current one is kept")
+                    break
                 new = prop.association
                 if prop.objective < current:
                     kept += 1
@@ -213,6 +272,7 @@ class LiAlternatingOptimisation(Solver):
                     break
                 rise = obj_new - obj
                 W, assoc, obj = W_new, new, obj_new
+                source = prop.info.get("provenance", self.association)
                 trace.append({"objective": obj, "association_objective": float(prop.objective), "changed": 1.0,
                               "beamformer_iterations": float(bf_iters)})
                 if rise <= self.tolerance * max(abs(obj), 1e-12):
@@ -220,8 +280,13 @@ class LiAlternatingOptimisation(Solver):
                     break
             A = np.zeros((inst.num_bs, inst.num_users))
             A[assoc, np.arange(inst.num_users)] = 1.0
-            self.record(timings={"association_s": t_assoc, "beamforming_s": t_beam},
-                        info={"association_kept": kept, "outer_iterations": len(trace)})
+            info = {"association_kept": kept, "outer_iterations": len(trace)}
+            if self.association == "llm":
+                # The LLM's own result: N/A (NaN) when the association in use came from the fallback.
+                info.update(llm_info())
+                info["llm_provenance"] = source
+                info["llm_sum_rate_bps_hz"] = obj if source in ("llm", "repaired") else None
+            self.record(timings={"association_s": t_assoc, "beamforming_s": t_beam}, info=info)
             return status, message, {"W": W, "association": torch.as_tensor(A)}, trace, len(trace)
 
 

@@ -23,7 +23,7 @@ Methods (:func:`association_methods`):
 * ``brute-force`` -- enumeration of all :math:`K^N` maps (000's "Convex plus BF" upper bound).
 * ``gale-shapley`` -- 000's "Convex method only": Gale-Shapley matching + coalition-game switches.
 * ``fixed`` -- 000's "Beamforming only": keep the given (or the initial Gale-Shapley) matching.
-* ``llm`` -- slot for 000's LLM optimiser (Algorithm 1); not available yet.
+* ``llm`` -- 000's LLM optimiser (Algorithm 1), in :mod:`isac.solvers.li_llm`.
 
 Shapes: ``sinr [K, N]`` float64 (linear, >= 0, K <= N); an association is ``[N]`` int64 (0-based
 BS index of each CU) or, via :meth:`AssociationResult.matrix`, ``[K, N]`` 0/1. ``bandwidth`` B
@@ -934,14 +934,5 @@ class ExactAssociation(AssociationMethod):
         return search.best_assoc, info
 
 
-@register_association
-@dataclass
-class LlmAssociation(AssociationMethod):
-    """Slot for 000's LLM optimiser of (P2) (Algorithm 1); lands with the LLM association issue."""
-
-    name: ClassVar[str] = "llm"
-    description: ClassVar[str] = "000's LLM optimiser (Algorithm 1): not available yet"
-
-    def associate(self, sinr, *, bandwidth=1.0, initial=None):
-        raise OptionError("association method 'llm' is not available yet: it lands with the LLM association "
-                          "issue (13); use exact, gale-shapley, fixed or brute-force")
+# 000's LLM optimiser (method "llm") lives in its own module; importing it registers it.
+from isac.solvers import li_llm as _li_llm  # noqa: E402,F401
