@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         owner = self.server.owner
         with owner.lock:
-            owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            owner.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
             script = owner.scripts.get(body.get("model"), [("status", 404)])
             n = owner.counts.get(body.get("model"), 0)
             owner.counts[body.get("model")] = n + 1

@@ -138,13 +138,14 @@ def test_bad_sinr_matrices(sinr, words):
     assert words.lower() in str(e.value).lower()
 
 
-def test_bad_initial_brute_force_limit_and_llm_slot():
+def test_bad_initial_brute_force_limit_and_llm_without_endpoint(monkeypatch):
+    monkeypatch.delenv("ISAC_LLM_BASE_URL", raising=False)
     S = np.ones((2, 4))
     with pytest.raises(AssociationError):
         associate(S, "fixed", initial=[0, 1, 2, 0])
     with pytest.raises(AssociationError, match="K\\^N|assignments|too"):
         associate(np.ones((4, 20)), "brute-force")
-    with pytest.raises(OptionError, match="llm"):
+    with pytest.raises(OptionError, match="llm.*no endpoint configured"):
         associate(S, "llm")
     with pytest.raises(OptionError, match="unknown association method"):
         associate(S, "nope")

@@ -56,7 +56,10 @@ def test_solvers_options_and_preset_parameters_exist():
         for spec in _li_specs(mode):
             for entry in spec.solvers:
                 solver = get_solver(spec.problem, entry.name, entry.options)
-                assert solver.association != "llm"  # not available yet
+                # LLM lines run only with an endpoint and report N/A (no fallback) when the model fails.
+                assert (solver.association == "llm") == (entry.requires == "llm-endpoint")
+                if solver.association == "llm":
+                    assert solver._method().fallback == "none"
                 for k, v in entry.options.items():
                     assert getattr(solver, k) == v
             params = preset_parameters(spec.problem, spec.preset)

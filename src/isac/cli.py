@@ -207,7 +207,9 @@ def associate_cmd(
                                      "(no server is contacted)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="llm: bypass the reply cache."),
 ):
-    """Solve 000's user association (P2) alone: print the association (BS per CU), its objective and the time.
+    """Solve 000's user association (P2) alone, exactly, by heuristics or by an LLM on any OpenAI-compatible server.
+
+    Prints the association (BS per CU), its objective and the time.
 
     With --method llm the association comes from a chat model (000's Algorithm 1); the output then
     also says where it came from: provenance llm (a valid reply), repaired, or fallback (gale-shapley).
