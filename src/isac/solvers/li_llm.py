@@ -56,8 +56,12 @@ the reply. The best usable association is kept. The loop stops at the first of:
 * ``stop = "first-improvement"`` (the paper's rule in V-A-2-d): a round beats the previous one;
 * ``stop = "rounds"``: only the limits below;
 * ``max_rounds`` rounds, ``token_budget`` tokens (prompt + completion, as the server reports
-  them; 0 = no limit), or ``time_budget_s`` seconds for the whole call (default 60 s; it bounds the
-  call even when a server accepts the connection and never answers).
+  them, else characters / 4; 0 = no limit), or ``time_budget_s`` seconds for the whole call
+  (default 60 s; it bounds the call even when a server accepts the connection and never answers);
+* two rounds in a row in which the server gave no reply at all (errors after the client's retries).
+
+A reply longer than :data:`isac.solvers.llm_client.MAX_REPLY_CHARS` keeps only its end (where the
+answer is asked for) and is never counted as valid as sent.
 
 **Provenance** (``info.provenance``): ``llm`` when the returned association is a valid reply,
 ``repaired`` when it needed the repair rule, ``fallback`` when no round gave a usable association
