@@ -319,14 +319,25 @@ def _cli(args, env_extra=None, timeout=60):
                           timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("behaviour, provenance", [
-    (("solve",), "llm"), (("reply", '{"association": [1, 1, 1, 1, 1]}'), "repaired"),
-    (("hang", 60), "fallback"), (("drop",), "fallback"), (("status", 500), "fallback"), (("echo-key",), "repaired"),
+@pytest.mark.parametrize("script, provenance", [
+    ([("solve",)], "llm"),
+    ([("reply", _json(WORSE)), ("reply", _json(BETTER)), ("reply", _json(EXACT.association))], "llm"),  # improving
+    ([("reply", "So the answer: " + _json(EXACT.association) + " (done)")], "llm"),                     # prose
+    ([("reply", "{invalid json")], "fallback"),
+    ([("reply", '{"association": [4, 0, 2, 2, 1]}')], "repaired"),                                     # wrong indices
+    ([("reply", '{"association": [1, 1, 1, 1, 1]}')], "repaired"),                                     # empty BS
+    ([("reply", "")], "fallback"),
+    ([("reply", "z" * 200_000)], "fallback"),                                                          # over-long
+    ([("status", 429), ("solve",)], "llm"),
+    ([("status", 500)], "fallback"),
+    ([("hang", 60)], "fallback"),
+    ([("drop",)], "fallback"),
+    ([("echo-key",)], "repaired"),
 ])
-def test_cli_associate_llm(tmp_path, behaviour, provenance):
+def test_cli_associate_llm(tmp_path, script, provenance):
     f = tmp_path / "s.json"
     f.write_text(json.dumps({"sinr": S.tolist()}))
-    with ScriptedServer({"m": [behaviour]}) as s:
+    with ScriptedServer({"m": script}) as s:
         t0 = time.monotonic()
         p = _cli(["associate", "--sinr", str(f), "--method", "llm", "--llm-base-url", s.base_url, "--llm-model", "m",
                   "-o", "time_budget_s=3"])

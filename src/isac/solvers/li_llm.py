@@ -445,11 +445,12 @@ class LlmAssociation(AssociationMethod):
         base = self.base_url or os.environ.get(ENV_BASE_URL, "")
         model = self.model or os.environ.get(ENV_MODEL, "")
         if not base:
-            raise OptionError(f"association method 'llm': no endpoint configured: set --llm-base-url (option base_url) "
-                              f"or ${ENV_BASE_URL}, e.g. http://127.0.0.1:8080/v1")
+            raise OptionError(f"association method 'llm': no endpoint configured: set ${ENV_BASE_URL} (e.g. "
+                              "http://127.0.0.1:8080/v1), or --llm-base-url in isac associate, -o llm_base_url=... "
+                              "in isac solve")
         if not model:
-            raise OptionError(f"association method 'llm': no model configured: set --llm-model (option model) "
-                              f"or ${ENV_MODEL}")
+            raise OptionError(f"association method 'llm': no model configured: set ${ENV_MODEL}, or --llm-model in "
+                              "isac associate, -o llm_model=... in isac solve")
         try:
             return check_base_url(base), model
         except ValueError as e:
