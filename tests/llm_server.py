@@ -12,6 +12,8 @@ request's ``model``: a list of behaviours, one per request, the last one repeate
 * ``("echo-key",)`` -- a completion whose text repeats the Authorization header;
 * ``("solve",)`` -- read the SINR table from the prompt and answer ``exact``'s association
   (an oracle: ``exact`` is itself checked against enumeration in test_li_association.py);
+* ``("picky",)`` -- like llama-cpp-python's server: HTTP 500 to ``response_format`` of type
+  ``json_schema``, else ``("solve",)``;
 * ``("greedy",)`` -- read the table and answer each CU's best-SINR BS (may leave a BS empty).
 
 Every request is recorded (path, headers, JSON body) in ``server.requests``.
@@ -41,7 +43,7 @@ def answer(body: dict[str, Any], how: str) -> str:
     from isac.solvers.li_association import associate
 
     S = np.array(sinr_from_prompt(body))
-    a = associate(S, "exact").association if how == "solve" else S.argmax(axis=0)
+    a = S.argmax(axis=0) if how == "greedy" else associate(S, "exact").association
     return "Step by step ... done.\n" + json.dumps({"association": [int(x) + 1 for x in a]})
 
 
@@ -102,7 +104,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"<html>this is not json</html>", "text/html")
         elif kind == "no-choices":
             self._send(200, json.dumps({"id": "x", "object": "chat.completion", "choices": []}).encode())
-        elif kind in ("solve", "greedy"):
+        elif kind == "picky" and (body.get("response_format") or {}).get("type") == "json_schema":
+            self._send(500, json.dumps({"error": {"message": "Input should be 'text' or 'json_object'"}}).encode())
+        elif kind in ("solve", "greedy", "picky"):
             self._send(200, json.dumps(completion(answer(body, kind), body.get("model", "m"))).encode())
         elif kind == "echo-key":
             auth = self.headers.get("Authorization", "")

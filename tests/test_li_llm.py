@@ -146,7 +146,7 @@ def test_schema_is_n_integers_in_range():
     sch = response_schema(K, N)
     items = sch["properties"]["association"]
     assert items["minItems"] == items["maxItems"] == N
-    assert items["items"] == {"type": "integer", "minimum": 1, "maximum": K}
+    assert items["items"] == {"type": "integer", "enum": [1, 2, 3]}  # llama.cpp ignores minimum/maximum
 
 
 # --- against scripted servers --------------------------------------------------------------
@@ -272,6 +272,19 @@ def test_token_budget_and_json_schema_request():
     assert body["response_format"]["type"] == "json_schema"
     assert body["response_format"]["json_schema"]["schema"] == response_schema(K, N)
     assert body["temperature"] == 0.7 and "seed" not in body and body["max_tokens"] == 99
+
+
+def test_auto_schema_style_switches_to_json_object_when_refused():
+    with ScriptedServer({"m": [("picky",)]}) as s:
+        res = _run(s, "m", json_schema=True, max_retries=0)
+    _check(res, "llm", 4.0)
+    assert res.info["schema_style"] == "json_object" and res.objective == pytest.approx(EXACT.objective)
+    kinds = [r["body"]["response_format"]["type"] for r in s.requests]
+    assert kinds[0] == "json_schema" and set(kinds[1:]) == {"json_object"}
+    assert s.requests[1]["body"]["response_format"]["schema"] == response_schema(K, N)
+    with ScriptedServer({"m": [("picky",)]}) as s:  # an explicit style is kept
+        res = _run(s, "m", json_schema=True, schema_style="json_schema", max_retries=0)
+    assert res.info["provenance"] == "fallback"
 
 
 def test_cache_reruns_call_the_model_zero_times(tmp_path):

@@ -220,9 +220,12 @@ def render_retry(templates: dict[str, string.Template], sinr: np.ndarray, proble
 
 
 def response_schema(num_bs: int, num_users: int) -> dict[str, Any]:
-    """JSON schema of a reply: ``{"association": [N integers in 1..K]}``."""
+    """JSON schema of a reply: ``{"association": [N integers in 1..K]}``.
+
+    The range is an ``enum``: llama.cpp's grammar ignores ``minimum``/``maximum`` on integers."""
     return {"type": "object",
-            "properties": {"association": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": num_bs},
+            "properties": {"association": {"type": "array",
+                                           "items": {"type": "integer", "enum": list(range(1, num_bs + 1))},
                                            "minItems": num_users, "maxItems": num_users}},
             "required": ["association"], "additionalProperties": False}
 
@@ -405,7 +408,10 @@ class LlmAssociation(AssociationMethod):
     """Sampling seed sent to the server (-1: none sent)."""
     json_schema: bool = False
     """Constrained decoding: send ``response_format`` with the reply's JSON schema."""
-    schema_style: Literal["json_schema", "json_object"] = "json_schema"
+    schema_style: Literal["auto", "json_schema", "json_object"] = "auto"
+    """Form of ``response_format``: OpenAI's ``json_schema``, or ``json_object`` with a ``schema`` (what
+    llama-cpp-python's server reads; it answers HTTP 500 to ``json_schema``); ``auto``: ``json_schema``,
+    switching to ``json_object`` for the rest of the call when the server refuses the first."""
     history: int = 3
     """Earlier associations shown in the self-reflection part."""
     sinr_format: Literal["linear", "db"] = "linear"
@@ -520,9 +526,24 @@ class LlmAssociation(AssociationMethod):
                                 max_tokens=self.max_tokens, max_tokens_field=self.max_tokens_field,
                                 request_timeout_s=self.request_timeout_s, max_retries=self.max_retries)
         client = ChatClient(settings, cache)
-        rf = response_format(K, N, self.schema_style) if self.json_schema else None
+        style = "json_schema" if self.schema_style == "auto" else self.schema_style
+        rf = response_format(K, N, style) if self.json_schema else None
         history: list[tuple[np.ndarray, float]] = [] if init is None else [(init, _objective(g, init, b))]
         reference = history[0][1] if history else -math.inf
+
+        def ask(msgs):
+            nonlocal rf, style
+            try:
+                return client.chat(msgs, deadline=deadline, response_format=rf)
+            except LlmCallError as e:
+                refused = e.kind in ("http", "server") and counts["replies"] == 0
+                if not (refused and rf is not None and self.schema_style == "auto" and style == "json_schema"):
+                    raise
+                errors.append(f"round {rounds}: {e}; switching response_format to json_object with a schema")
+                style = "json_object"
+                rf = response_format(K, N, style)
+                return client.chat(msgs, deadline=deadline, response_format=rf)
+
         best: tuple[np.ndarray, float, str, list[str]] | None = None
         counts = {"replies": 0, "valid_replies": 0, "repaired_replies": 0, "invalid_replies": 0}
         tokens = 0
@@ -548,7 +569,7 @@ class LlmAssociation(AssociationMethod):
             answered = False
             for attempt in range(self.retries_per_round + 1):
                 try:
-                    reply = client.chat(messages, deadline=deadline, response_format=rf)
+                    reply = ask(messages)
                 except LlmCallError as e:
                     errors.append(f"round {rounds}: {e}")
                     if e.kind == "timeout":
@@ -608,6 +629,8 @@ class LlmAssociation(AssociationMethod):
                 break
             prev = f
         info.update(counts)
+        if rf is not None:
+            info["schema_style"] = style
         info.update({"rounds": rounds, "tokens": int(tokens), "requests": client.requests,
                      "cache_hits": client.cache_hits, "stop_reason": stop_reason,
                      "round_objectives": round_objectives, "errors": errors[:20],
