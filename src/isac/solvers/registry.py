@@ -20,6 +20,7 @@ _SOLVER_MODULES = (
     "isac.solvers.zhao_sdr",
     "isac.solvers.zhao_learned",
     "isac.solvers.li_ao",
+    "isac.solvers.xu",
 )
 
 

@@ -89,6 +89,10 @@ r"""A gain whose FIM diagonal is at most this fraction of the largest gain diago
 counts as unidentifiable (silent link) and is dropped from the Schur complement."""
 
 
+SINGULAR_RTOL = 1e-10
+r"""A position FIM whose eigenvalue ratio is at most this is singular (the CRLB is +inf)."""
+
+
 # --- geometry -----------------------------------------------------------------
 
 
@@ -276,13 +280,22 @@ def xu_position_crb(array: ULA, bs_positions_m, array_axes, target_position_m, g
 
 def xu_crlb(array: ULA, bs_positions_m, array_axes, target_position_m, gains, receiver, *,
             covariance=None, beams=None, snapshots, noise_power_w) -> torch.Tensor:
-    r""":math:`\mathrm{CRLB}^{(s)}(\mathbf p)=\mathrm{tr}(\mathbf J_{\mathbf p}^{-1})` ``[...]`` in m^2 (eq. (7)); +inf if singular."""
-    return crb_trace(xu_position_fim(array, bs_positions_m, array_axes, target_position_m, gains, receiver,
-                                     covariance=covariance, beams=beams, snapshots=snapshots,
-                                     noise_power_w=noise_power_w))
+    r""":math:`\mathrm{CRLB}^{(s)}(\mathbf p)=\mathrm{tr}(\mathbf J_{\mathbf p}^{-1})` ``[...]`` in m^2 (eq. (7)); +inf if singular.
+
+    Singular includes numerically singular: :math:`\lambda_{\min}(\mathbf J_{\mathbf p})\le`
+    :data:`SINGULAR_RTOL` :math:`\cdot\lambda_{\max}`. This happens when every transmitter's covariance
+    is rank one: each AoD is then absorbed into its link gain, only the receiver's AoA is left, and
+    round-off used to give a finite 1e13-1e17 m^2 instead of +inf.
+    """
+    J = xu_position_fim(array, bs_positions_m, array_axes, target_position_m, gains, receiver,
+                        covariance=covariance, beams=beams, snapshots=snapshots, noise_power_w=noise_power_w)
+    ev = torch.linalg.eigvalsh(0.5 * (J + J.transpose(-2, -1)))
+    singular = ev[..., 0] <= SINGULAR_RTOL * ev[..., -1].abs()
+    tr = crb_trace(J)
+    return torch.where(singular, torch.full_like(tr, float("inf")), tr)
 
 
 __all__ = [
-    "SILENT_LINK_RTOL", "angle_jacobian", "bs_angles", "stacked_covariance", "xu_angle_information",
+    "SILENT_LINK_RTOL", "SINGULAR_RTOL", "angle_jacobian", "bs_angles", "stacked_covariance", "xu_angle_information",
     "xu_crlb", "xu_derivatives", "xu_fim", "xu_position_crb", "xu_position_fim",
 ]
