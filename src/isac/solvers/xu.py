@@ -226,7 +226,8 @@ class _XuSolver(Solver):
         if out.unsettled:
             return (Status.NUMERICAL_ERROR, f"best {best.power_w:.6g} W, but {out.unsettled} SDPs were unsettled by the "
                     "conic solver: optimality not certified", _solution(inst, best), trace, out.sdps)
-        return (Status.CONVERGED, f"global optimum, gap {max(gap, 0.0):.2g} to the lower bound ({out.sdps} SDPs)",
+        what = "global optimum" if len(receivers) == inst.num_bs else f"optimal for receiver(s) {receivers}"
+        return (Status.CONVERGED, f"{what}, gap {max(gap, 0.0):.2g} to the lower bound ({out.sdps} SDPs)",
                 _solution(inst, best), trace, out.sdps)
 
 
