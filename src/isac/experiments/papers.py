@@ -38,3 +38,13 @@ register_paper(Paper(
            "gale-shapley = 'Convex method only', fixed = 'Beamforming only'. The paper's proposal (an LLM "
            "associating users, 'Convex plus GPT-o1') lands with a later issue; exact is its ceiling."),
 ))
+
+register_paper(Paper(
+    key="xu",
+    title="001 Xu et al., joint receiving-BS selection, user association and beamforming (bs-selection)",
+    specs=("table2_fig2.toml", "fig3_4_sinr.toml", "rcs_sensitivity.toml"),
+    notes=("Table II / Fig. 2: xu_table2_fig2; Figs. 3 and 4: xu_fig3_4_sinr (power over feasible instances, "
+           "feasibility rate); the RCS is not given by the paper: xu_rcs_sensitivity. `exhaustive` is the "
+           "certified global optimum that every method is compared against. The paper's Table II and figures "
+           "are not in our copy: the reports quote its claims."),
+))

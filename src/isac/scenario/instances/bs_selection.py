@@ -319,19 +319,23 @@ def xu_preset(
     )
 
 
-def xu_fig2_preset(seed: int) -> BsSelectionInstance:
+def xu_fig2_preset(seed: int, *, sinr_min_db: float = 8.0, crb_max_m2: float = 1.0,
+                   rcs_m2: float = 100.0) -> BsSelectionInstance:
     """001 Fig. 2 / Table II: users at (-30, 80), (20, 130), (50, -80), (-40, -70), (-70, -20) m,
-    target at (30, 60) m, Gamma_k = 8 dB, epsilon = 1; only the fading and gain phases are drawn."""
-    return xu_preset(seed, user_positions_m=XU_FIG2_USERS_M, target_position_m=XU_FIG2_TARGET_M)
+    target at (30, 60) m, Gamma_k = 8 dB, epsilon = 1; only the fading and gain phases are drawn.
+    ``sinr_min_db``, ``crb_max_m2`` and ``rcs_m2`` as in :func:`xu_preset`."""
+    return xu_preset(seed, user_positions_m=XU_FIG2_USERS_M, target_position_m=XU_FIG2_TARGET_M,
+                     sinr_min_db=sinr_min_db, crb_max_m2=crb_max_m2, rcs_m2=rcs_m2)
 
 
-def small_preset(seed: int) -> BsSelectionInstance:
+def small_preset(seed: int, *, sinr_min_db: float = 8.0, crb_max_m2: float = 10.0,
+                 rcs_m2: float = 100.0) -> BsSelectionInstance:
     """A tiny instance for tests: S = 3 BSs on a 100 m circle, K = 2 users, N = 4, L = 1024,
     epsilon = 10 m^2 (a 4-element ULA localises far worse than 001's 8 elements)."""
     angles = (math.pi / 2, math.pi / 2 + 2 * math.pi / 3, math.pi / 2 + 4 * math.pi / 3)
     bs = tuple((100.0 * math.cos(a), 100.0 * math.sin(a)) for a in angles)
-    return xu_preset(seed, bs_positions_m=bs, num_users=2, num_antennas=4,
-                     crb_max_m2=10.0, area_radius_m=100.0)
+    return xu_preset(seed, bs_positions_m=bs, num_users=2, num_antennas=4, sinr_min_db=sinr_min_db,
+                     crb_max_m2=crb_max_m2, rcs_m2=rcs_m2, area_radius_m=100.0)
 
 
 FAMILY = register_family(
