@@ -75,3 +75,20 @@ def test_tiny_quick_reproduction_writes_results_plots_and_report(tmp_path):
     inst = make_preset("bs-selection", "small", seed, sinr_min_db=8.0)
     again = get_solver("bs-selection", "exhaustive").solve(inst).metrics["total_power_w"]
     assert math.isclose(again, powers["exhaustive (global optimum)"], rel_tol=1e-9)
+
+
+def test_bench_xu_reports_every_method_against_the_optimum(tmp_path):
+    from isac.experiments.bench import write_report
+    from isac.experiments.bench_xu import XU_COLUMNS, bench_xu
+
+    rows = bench_xu(num_users=(2,), instances=1, methods=("exhaustive", "scheme1", "scheme2"), echo=lambda s: None)
+    by = {r["method"]: r for r in rows if r["status"] != "summary"}
+    assert by["exhaustive"]["gap_to_optimum"] == 0.0 and by["exhaustive"]["sdps"] >= 4
+    for m in ("scheme1", "scheme2"):
+        if by[m]["power_w"] is not None:
+            assert by[m]["gap_to_optimum"] >= -1e-4
+    summary = [r for r in rows if r["status"] == "summary"]
+    assert len(summary) == 1 and summary[0]["time_s"] == by["exhaustive"]["time_s"]
+    assert summary[0]["under_a_minute"] == (by["exhaustive"]["time_s"] < 60)
+    text = write_report(rows, tmp_path, "t", XU_COLUMNS).read_text()
+    assert "power / optimum - 1" in text

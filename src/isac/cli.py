@@ -417,8 +417,9 @@ def reproduce_cmd(
 @app.command("bench")
 def bench_cmd(
     target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t), zhao (004 "
-                                           "solvers against the grid size N, GNN batched and single) or li (000: "
-                                           "admm vs fast per BS and per AO; exact vs brute-force vs MILP association)."),
+                                           "solvers against the grid size N, GNN batched and single), li (000: "
+                                           "admm vs fast per BS and per AO; exact vs brute-force vs MILP association) "
+                                           "or xu (001: every method against the certified optimum, time and SDPs)."),
     quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50)."),
     out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
@@ -430,10 +431,18 @@ def bench_cmd(
     """Time solvers side by side on the same instances and report ratios."""
     from isac.experiments.bench import LI_COLUMNS, ZHAO_COLUMNS, bench_fang, bench_li, bench_zhao, write_report
 
-    if target not in ("fang", "zhao", "li"):
-        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao, li)")
+    if target not in ("fang", "zhao", "li", "xu"):
+        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao, li, xu)")
     if instances < 1 or batch < 1:
         raise UserError("--instances and --batch must be >= 1")
+    if target == "xu":
+        from isac.experiments.bench_xu import XU_COLUMNS, bench_xu
+
+        rows = bench_xu(num_users=(2, 5) if quick else (2, 3, 5, 7), instances=1 if quick else instances,
+                        echo=typer.echo)
+        title = "001 solvers: time, SDPs and power against the certified optimum (exhaustive), same instances"
+        typer.echo(f"wrote {write_report(rows, out, title, XU_COLUMNS)}")
+        return
     if target == "li":
         rows = bench_li(instances=1 if quick else instances, admm_max_iterations=10 if quick else 100,
                         association_sizes=((3, 10), (4, 10)) if quick else ((3, 10), (4, 10), (5, 20), (10, 40)),
