@@ -181,14 +181,15 @@ def branch_and_bound(sdp: XuSdp, receivers: list[int], *, gap_tolerance: float, 
 def _why_infeasible(sdp: XuSdp, receivers: list[int]) -> str:
     """Which constraint makes every receiver's relaxed SDP infeasible (module docstring)."""
     K = sdp.inst.num_users
+    which = "any receiver" if len(receivers) == sdp.inst.num_bs else f"receiver {', '.join(map(str, receivers))}"
     no_crlb = [sdp.solve(r, (None,) * K, crlb=False).status for r in receivers]
     if all(s == "infeasible" for s in no_crlb):
-        return "the SINR targets cannot be met within the per-BS power for any receiver, even without the CRLB (C3 with C1)"
+        return f"the SINR targets cannot be met within the per-BS power for {which}, even without the CRLB (C3 with C1)"
     no_sinr = [sdp.solve(r, (None,) * K, sinr=False).status for r in receivers]
     if all(s == "infeasible" for s in no_sinr):
-        return (f"CRLB <= {sdp.inst.crb_max_m2:g} m^2 cannot be met within the per-BS power for any receiver, "
+        return (f"CRLB <= {sdp.inst.crb_max_m2:g} m^2 cannot be met within the per-BS power for {which}, "
                 "even without the SINR targets (C2 with C1)")
-    return "the SINR targets and the CRLB can each be met, but not together within the per-BS power (C1-C3)"
+    return f"the SINR targets and the CRLB can each be met, but not together within the per-BS power for {which} (C1-C3)"
 
 
 class _XuSolver(Solver):
@@ -205,7 +206,9 @@ class _XuSolver(Solver):
                 why = _why_infeasible(sdp, receivers)
                 info["sdps"] = sdp.solves
                 self.record(info=info)
-                return Status.INFEASIBLE, f"proved infeasible: every receiver's relaxed SDP is infeasible; {why}", {}, [], 0
+                scope = ("every receiver's relaxed SDP is infeasible" if len(receivers) == inst.num_bs else
+                         f"the relaxed SDP of receiver {', '.join(map(str, receivers))} is infeasible")
+                return Status.INFEASIBLE, f"proved infeasible: {scope}; {why}", {}, [], 0
             self.record(info=info)
             if out.exhausted:
                 return Status.MAX_ITERATIONS, f"no feasible point within max_sdps={max_sdps}", {}, [], out.sdps
