@@ -254,9 +254,13 @@ class Exhaustive(_XuSolver):
         if self.max_sdps < 1 or not 0 <= self.gap_tolerance < 1 or not 0 <= self.margin < 0.01:
             raise ValueError("max_sdps >= 1, 0 <= gap_tolerance < 1 and 0 <= margin < 0.01 are required")
 
+    def receivers(self, inst: BsSelectionInstance) -> list[int]:
+        """The receiving BSs searched (all of them)."""
+        return list(range(inst.num_bs))
+
     def _solve(self, inst: BsSelectionInstance):
         with _one_thread():
-            return self._search(inst, list(range(inst.num_bs)), self.gap_tolerance, self.max_sdps,
+            return self._search(inst, self.receivers(inst), self.gap_tolerance, self.max_sdps,
                                 self.conic_solver, self.margin)
 
 
@@ -266,21 +270,14 @@ def nearest_bs_to_target(inst: BsSelectionInstance) -> int:
 
 @register_solver
 @dataclass
-class Scheme1(_XuSolver):
-    """001's Scheme 1: the BS nearest the target receives; association and beams optimal for it."""
+class Scheme1(Exhaustive):
+    """001's Scheme 1: the BS nearest the target receives; association and beams optimal for it (same options)."""
 
     name: ClassVar[str] = "scheme1"
     description: ClassVar[str] = "001 Scheme 1: receiver = BS nearest the target, then optimal association and beams"
 
-    max_sdps: int = 5000
-    gap_tolerance: float = 1e-4
-    conic_solver: Literal["CLARABEL", "SCS"] = "CLARABEL"
-    margin: float = 1e-5
-
-    def _solve(self, inst: BsSelectionInstance):
-        with _one_thread():
-            return self._search(inst, [nearest_bs_to_target(inst)], self.gap_tolerance, self.max_sdps,
-                                self.conic_solver, self.margin)
+    def receivers(self, inst: BsSelectionInstance) -> list[int]:
+        return [nearest_bs_to_target(inst)]
 
 
 def instance_seed(inst: BsSelectionInstance, seed: int) -> int:
