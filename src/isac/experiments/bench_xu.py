@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-XU_METHODS = ("exhaustive", "scheme1", "scheme2", "scheme3")
+XU_METHODS = ("exhaustive", "penalty-sdr", "scheme1", "scheme2", "scheme3")
 XU_COLUMNS = [("num_users", "K", "{}"), ("seed", "seed", "{}"), ("method", "method", "{}"),
               ("status", "status", "{}"), ("time_s", "time [s]", "{:.3g}"), ("sdps", "SDPs", "{}"),
               ("power_w", "power [W]", "{:.5g}"), ("gap_to_optimum", "power / optimum - 1", "{:.3%}"),

@@ -21,6 +21,7 @@ _SOLVER_MODULES = (
     "isac.solvers.zhao_learned",
     "isac.solvers.li_ao",
     "isac.solvers.xu",
+    "isac.solvers.xu_penalty",
 )
 
 

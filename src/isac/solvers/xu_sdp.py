@@ -69,6 +69,9 @@ from isac.scenario.instances.bs_selection import BsSelectionInstance
 from isac.tensors import COMPLEX
 
 DEFAULT_MARGIN = 1e-5
+POINT_RTOL = 1e-3
+"""An extracted point may need at most this much more power (relative) than the SDP value; more
+means the conic solver's point was not feasible and the next solver of the chain is tried."""
 
 
 # --- the FIM as a linear map of the covariances -----------------------------------------
@@ -250,8 +253,8 @@ class XuSdp:
         def quad(t: int, k: int, X) -> Any:
             # h^H X h as the trace inner product <X, h h^H>: the form CVXPY canonicalises correctly
             # for complex data (with h.conj() @ X @ h, a solved SDP violated a SINR row by 7x).
-            h = H[t, :, k]
-            return g * cp.real(cp.trace(np.outer(h, h.conj()) @ X))
+            h = math.sqrt(g) * H[t, :, k]  # scaled before the product: entries ~1, not g ~ 1e13 times |h|^2 ~ 1e-13
+            return cp.real(cp.trace(np.outer(h, h.conj()) @ X))
 
         for k in range(K):  # each row divided by Gamma_k (1 + margin): signal terms are ~1
             signal = sum((quad(t, k, v) for (t, kk), v in Wp.items() if kk == k), start=0)
@@ -329,6 +332,11 @@ class XuSdp:
             failed = [c for c in checks if not m.get(c, False)]
             if sinr is False:
                 failed = [c for c in failed if c != "sinr_ok"]
+            point = float(m["total_power_w"])
+            if point > res.power_w * (1 + POINT_RTOL) + 1e-12 * P:
+                # Polish and repair only add power; a large rise means the SDP's own point was far from
+                # feasible, so its value is no optimum (seen: 0.234 W "optimal", 1.18 W after polishing).
+                failed.append(f"power {point:.6g} W vs the SDP's {res.power_w:.6g} W")
             if failed:
                 return ChoiceResult("error", receiver, assoc, power_w=res.power_w, message=(
                     f"the extracted point fails {', '.join(failed)} (conic solver accuracy)"), time_s=dt, info=res.info)
@@ -458,7 +466,8 @@ def _solve_chain(prob, solver: str, start: int = 0) -> tuple[str, str, int]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                prob.solve(solver=name, **opts)
+                # warm_start=False: otherwise CVXPY reuses the cached solver with the previous attempt's settings.
+                prob.solve(solver=name, warm_start=False, **opts)
             st = prob.status
         except (cp.error.SolverError, ArithmeticError, ValueError) as e:
             st = f"solver_error ({type(e).__name__})"
