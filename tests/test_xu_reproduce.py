@@ -62,9 +62,10 @@ def test_tiny_quick_reproduction_writes_results_plots_and_report(tmp_path):
         reproduce._PAPERS.pop("test-xu")
     assert [s.computed for s in summaries] == [3]
     folder = tmp_path / "out" / "xu_table2_fig2-quick"
-    for p in ("power", "receiver"):
+    for p in ("power", "receiver", "gap"):
         assert (folder / f"{p}.png").stat().st_size > 0
-    assert "## Manifest" in (folder / "report.md").read_text()
+    text = (folder / "report.md").read_text()
+    assert "## Manifest" in text and "of exhaustive (global optimum) - 1 (same instance)" in text
     with (folder / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     powers = {r["solver"]: float(r["total_power_w"]) for r in rows}
@@ -93,3 +94,27 @@ def test_bench_xu_reports_every_method_against_the_optimum(tmp_path):
     assert summary[0]["under_a_minute"] == (by["exhaustive"]["time_s"] < 60)
     text = write_report(rows, tmp_path, "t", XU_COLUMNS).read_text()
     assert "power / optimum - 1" in text
+
+
+def test_relative_to_plots_the_gap_to_a_reference_solver_on_the_same_instance():
+    from isac.experiments.analysis import aggregate
+    from isac.experiments.spec import parse_spec
+
+    text = (_spec_dir() / "table2_fig2.toml").read_text()
+    spec = parse_spec(text)
+    plot = next(p for p in spec.plots if p.name == "gap")
+    opt, s1 = "exhaustive (global optimum)", "scheme1 (nearest BS receives)"
+
+    def row(solver, trial, power, feasible=True):
+        return {"solver": solver, "point": 0, "trial": trial, "params": {"sinr_min_db": 8.0},
+                "time_s": 0.0, "iterations": 0, "metrics": {"total_power_w": power, "feasible": feasible}}
+
+    rows = [row(opt, 0, 2.0), row(s1, 0, 3.0), row(opt, 1, 4.0), row(s1, 1, 5.0),
+            row(opt, 2, 1.0, feasible=False), row(s1, 2, 9.0)]
+    cells = {c.series: c for c in aggregate(rows, spec, plot)}
+    assert cells[opt].mean == 0.0 and cells[opt].n == 2 and cells[opt].dropped == 1
+    assert cells[s1].mean == pytest.approx((0.5 + 0.25) / 2) and cells[s1].dropped == 1  # no optimum on trial 2
+    from isac.experiments.spec import SpecError
+
+    with pytest.raises(SpecError, match="relative_to"):
+        parse_spec(text.replace('relative_to = "exhaustive (global optimum)"', 'relative_to = "nope"'))

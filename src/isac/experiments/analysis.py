@@ -75,14 +75,24 @@ def aggregate(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, plot: Plot) ->
     groups: dict[tuple[str, Any], list[float]] = defaultdict(list)
     dropped: dict[tuple[str, Any], int] = defaultdict(int)
     order = {s: i for i, s in enumerate(spec.solver_keys())}
+
+    def usable(r) -> float | None:
+        v = _value(r, plot.y)
+        return None if v is None or (plot.include == "feasible" and not r["metrics"].get("feasible", False)) else v
+
+    ref = ({(r["point"], r["trial"]): usable(r) for r in rows if r["solver"] == plot.relative_to}
+           if plot.relative_to else {})
     for r in rows:
         params = r["params"]
         if not _in_plot(plot, params):
             continue
         series = r["solver"] + "".join(f", {k}={params.get(k)}" for k in others)
         key = (series, params.get(plot.x))
-        v = _value(r, plot.y)
-        if v is None or (plot.include == "feasible" and not r["metrics"].get("feasible", False)):
+        v = usable(r)
+        if v is not None and plot.relative_to:
+            base = ref.get((r["point"], r["trial"]))
+            v = None if not base else v / base - 1.0
+        if v is None:
             dropped[key] += 1
             continue
         groups[key].append(v)
@@ -309,8 +319,9 @@ def _fmt(v: float) -> str:
 
 
 def _line_table(cells: Sequence[Cell], plot: Plot) -> list[str]:
-    lines = [(f"Median of `{plot.y}` with interquartile range over trials" if plot.stat == "median" else
-              f"Mean of `{plot.y}` with 95 % interval over trials")
+    what = f"`{plot.y}` / `{plot.y}` of {plot.relative_to} - 1 (same instance)" if plot.relative_to else f"`{plot.y}`"
+    lines = [(f"Median of {what} with interquartile range over trials" if plot.stat == "median" else
+              f"Mean of {what} with 95 % interval over trials")
              + (f", where {', '.join(f'{k} = {v}' for k, v in plot.where.items())}" if plot.where else "")
              + (", feasible trials only" if plot.include == "feasible" else "") + ".", ""]
     xs = list(dict.fromkeys(c.x for c in sorted(cells, key=lambda c: _sort_x(c.x))))

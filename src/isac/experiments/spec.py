@@ -120,6 +120,10 @@ class Plot(_Model):
     ylog: bool = False
     where: dict[str, Scalar] = Field(default_factory=dict)
     include: Literal["all", "feasible"] = "all"
+    relative_to: str | None = None
+    """A solver label: plot ``y / y_ref - 1`` of each row against the row of that solver on the same
+    instance (same point and trial), e.g. every method's gap to a certified optimum. Rows where
+    either value is missing (or, with ``include = "feasible"``, infeasible) are dropped."""
 
     @field_validator("name")
     @classmethod
@@ -276,6 +280,9 @@ def _check_semantics(spec: SweepSpec) -> None:
                 raise SpecError(f"plots[{i}].x: {p.x!r} is not a recorded metric (a {p.kind} plot has metrics on both axes)")
         elif p.x not in axis_names:
             raise SpecError(f"plots[{i}].x: {p.x!r} is not an axis (axes: {', '.join(axis_names) or 'none'})")
+        if p.relative_to is not None and (p.kind != "line" or p.relative_to not in keys):
+            raise SpecError(f"plots[{i}].relative_to: needs kind = \"line\" and a solver label "
+                            f"(labels: {', '.join(keys)})")
         if p.kind == "trace" and not spec.record_trace:
             raise SpecError(f"plots[{i}].kind: a trace plot needs record_trace = true")
         if p.y not in recorded and p.kind in ("line", "tradeoff", "series"):
