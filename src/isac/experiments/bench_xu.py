@@ -18,7 +18,7 @@ XU_METHODS = ("exhaustive", "penalty-sdr", "scheme1", "scheme2", "scheme3")
 XU_COLUMNS = [("num_users", "K", "{}"), ("seed", "seed", "{}"), ("method", "method", "{}"),
               ("status", "status", "{}"), ("time_s", "time [s]", "{:.3g}"), ("sdps", "SDPs", "{}"),
               ("power_w", "power [W]", "{:.5g}"), ("gap_to_optimum", "power / optimum - 1", "{:.3%}"),
-              ("receiver", "receiver", "{}")]
+              ("receiver", "receiver", "{}"), ("under_a_minute", "exhaustive under 1 min (summary)", "{}")]
 
 
 def bench_xu(num_users: Sequence[int] = (2, 3, 5), instances: int = 2, methods: Sequence[str] = XU_METHODS,
