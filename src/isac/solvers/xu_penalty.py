@@ -157,7 +157,7 @@ import isac.metrics.problems.bs_selection  # noqa: F401  (registers the evaluato
 from isac.scenario.instances.bs_selection import PROBLEM, BsSelectionInstance
 from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver
-from isac.solvers.xu_sdp import _CHAIN, DEFAULT_MARGIN, XuSdp, _herm, fim_map
+from isac.solvers.xu_sdp import DEFAULT_MARGIN, XuSdp, _herm, _solve_chain, fim_map
 
 MU_DEFAULT = 3e4
 """Penalty factor of (16), Table I of 001 (objective in units of P)."""
@@ -420,30 +420,9 @@ class WBlock:
 
 
 def _conic(prob, solver: str) -> tuple[str, str]:
-    """Solve with the attempts of :data:`isac.solvers.xu_sdp._CHAIN` in turn (Clarabel, then its fallbacks)
-    until one gives a definite status; ``(status, attempt)``.
-
-    Every attempt is a cold start (``warm_start=False``). A warm re-solve of the same cvxpy problem
-    reuses the cached Clarabel solver *with the previous attempt's settings* (only the keys passed
-    again are overwritten). A fallback after a failed attempt would then repeat that attempt.
-    """
-    import warnings
-
-    import cvxpy as cp
-
-    st, used = "solver_error", ""
-    for i, (name, opts) in enumerate(_CHAIN.get(solver, ((solver, {}),))):
-        used = f"{name}#{i + 1}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                prob.solve(solver=name, warm_start=False, **opts)
-            st = prob.status
-        except (cp.error.SolverError, ArithmeticError, ValueError) as e:
-            st = f"solver_error ({type(e).__name__})"
-            continue
-        if st in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.INFEASIBLE):
-            return st, used
+    """Solve with the attempts of :data:`isac.solvers.xu_sdp._CHAIN` in turn (cold starts; see
+    :func:`isac.solvers.xu_sdp._solve_chain`) until one gives a definite status; ``(status, attempt)``."""
+    st, used, _ = _solve_chain(prob, solver)
     return st, used
 
 
