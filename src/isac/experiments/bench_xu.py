@@ -24,38 +24,37 @@ XU_COLUMNS = [("num_users", "K", "{}"), ("seed", "seed", "{}"), ("method", "meth
 def bench_xu(num_users: Sequence[int] = (2, 3, 5), instances: int = 2, methods: Sequence[str] = XU_METHODS,
              echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Rows ``{num_users, seed, method, status, time_s, sdps, power_w, gap_to_optimum, receiver}``."""
-    import torch
-
     from isac.scenario.problems import make_preset
+    from isac.solvers.base import one_thread
     from isac.solvers.registry import get_solver, solvers_for
 
     available = solvers_for("bs-selection")
     rows: list[dict[str, Any]] = []
-    torch.set_num_threads(1)
-    for k in num_users:
-        slowest = 0.0
-        for seed in range(instances):
-            inst = make_preset("bs-selection", "xu", seed, num_users=k)
-            found: dict[str, dict[str, Any]] = {}
-            for m in methods:
-                if m not in available:
-                    continue
-                t0 = time.perf_counter()
-                res = get_solver("bs-selection", m).solve(inst)
-                dt = time.perf_counter() - t0
-                feasible = bool(res.metrics.get("feasible", False))
-                found[m] = {"num_users": k, "seed": seed, "method": m, "status": res.status.value, "time_s": dt,
-                            "sdps": res.info.get("sdps"), "receiver": res.info.get("receiver"),
-                            "power_w": float(res.metrics["total_power_w"]) if feasible else None}
-                if m == "exhaustive":
-                    slowest = max(slowest, dt)
-            opt = found.get("exhaustive", {}).get("power_w")
-            for row in found.values():
-                p = row["power_w"]
-                row["gap_to_optimum"] = (p / opt - 1.0) if (p is not None and opt) else None
-                rows.append(row)
-            echo(f"K={k} seed {seed}: " + ", ".join(f"{m} {r['time_s']:.1f} s" for m, r in found.items()))
-        rows.append({"num_users": k, "seed": "all", "method": "exhaustive", "status": "summary",
-                     "time_s": slowest, "sdps": None, "power_w": None, "receiver": None,
-                     "gap_to_optimum": None, "under_a_minute": slowest < 60.0 and math.isfinite(slowest)})
+    with one_thread():  # restores the caller's thread count afterwards
+        for k in num_users:
+            slowest = 0.0
+            for seed in range(instances):
+                inst = make_preset("bs-selection", "xu", seed, num_users=k)
+                found: dict[str, dict[str, Any]] = {}
+                for m in methods:
+                    if m not in available:
+                        continue
+                    t0 = time.perf_counter()
+                    res = get_solver("bs-selection", m).solve(inst)
+                    dt = time.perf_counter() - t0
+                    feasible = bool(res.metrics.get("feasible", False))
+                    found[m] = {"num_users": k, "seed": seed, "method": m, "status": res.status.value, "time_s": dt,
+                                "sdps": res.info.get("sdps"), "receiver": res.info.get("receiver"),
+                                "power_w": float(res.metrics["total_power_w"]) if feasible else None}
+                    if m == "exhaustive":
+                        slowest = max(slowest, dt)
+                opt = found.get("exhaustive", {}).get("power_w")
+                for row in found.values():
+                    p = row["power_w"]
+                    row["gap_to_optimum"] = (p / opt - 1.0) if (p is not None and opt) else None
+                    rows.append(row)
+                echo(f"K={k} seed {seed}: " + ", ".join(f"{m} {r['time_s']:.1f} s" for m, r in found.items()))
+            rows.append({"num_users": k, "seed": "all", "method": "exhaustive", "status": "summary",
+                         "time_s": slowest, "sdps": None, "power_w": None, "receiver": None,
+                         "gap_to_optimum": None, "under_a_minute": slowest < 60.0 and math.isfinite(slowest)})
     return rows

@@ -9,6 +9,7 @@ an infeasible point CONVERGED.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import time
@@ -21,6 +22,23 @@ import torch
 
 from isac.metrics.evaluate import evaluate, to_python
 from isac.scenario.problems import get_family
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with torch on one thread, then restore the caller's setting.
+
+    Small dense problems (a few tens of antennas) only slow down in torch's thread pool,
+    by up to 100x when anything else runs on the machine.
+    """
+    old = torch.get_num_threads()
+    if old != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if old != 1:
+            torch.set_num_threads(old)
 
 
 class Status(str, enum.Enum):

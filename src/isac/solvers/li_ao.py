@@ -45,7 +45,6 @@ constraint (e.g. Gamma_t or epsilon unreachable with P_t).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -56,23 +55,10 @@ import torch
 import isac.metrics.problems.multibs_association  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.metrics.network import association_objective_bps_hz, sinr_matrix
 from isac.scenario.instances.multibs_association import PROBLEM, MultibsAssociationInstance
-from isac.solvers.base import OptionError, Solver, Status
+from isac.solvers.base import OptionError, Solver, Status, one_thread
 from isac.solvers.li_beamforming import BsProblem, get_beamformer, initial_beams
 from isac.solvers.registry import register_solver, set_default_solver
 from isac.tensors import COMPLEX
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Per-BS problems are tiny (24 x 34): torch's thread pool only slows them down."""
-    old = torch.get_num_threads()
-    if old != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if old != 1:
-            torch.set_num_threads(old)
 
 
 def association_sinr_matrix(inst: MultibsAssociationInstance, W: torch.Tensor, assoc: np.ndarray) -> np.ndarray:
@@ -212,7 +198,7 @@ class LiAlternatingOptimisation(Solver):
             return {**{f"llm_{k}": v for k, v in llm.items()},
                     "llm_valid_reply_rate": llm["valid_replies"] / llm["replies"] if llm["replies"] else 0.0}
 
-        with _one_thread():
+        with one_thread():  # per-BS problems are tiny (24 x 34)
             for k in range(inst.num_bs):
                 reason = BsProblem.from_instance(inst, k, np.zeros(inst.num_users, dtype=np.int64)).sensing_unreachable()
                 if reason is not None:

@@ -52,19 +52,13 @@ import isac.metrics.problems.bs_selection  # noqa: F401  (registers the evaluato
 from isac.metrics.problems.bs_selection import bs_power_w
 from isac.scenario.instances.bs_selection import PROBLEM, BsSelectionInstance
 from isac.scenario.random import make_rng
-from isac.solvers.base import Solver, Status
+from isac.solvers.base import Solver, Status, one_thread
 from isac.solvers.registry import register_solver, set_default_solver
 from isac.solvers.xu_sdp import ChoiceResult, XuSdp
 
 
 def _solution(inst: BsSelectionInstance, res: ChoiceResult) -> dict[str, torch.Tensor]:
     return {"receiver": torch.tensor(res.receiver, dtype=torch.long), "W": res.W, "Rs": res.Rs}
-
-
-def _one_thread():
-    from isac.solvers.li_ao import _one_thread as ot
-
-    return ot()
 
 
 # --- branch and bound -------------------------------------------------------------------
@@ -129,7 +123,6 @@ def branch_and_bound(sdp: XuSdp, receivers: list[int], *, gap_tolerance: float, 
         heapq.heappush(heap, (root.power_w, next(tie), r, (None,) * K, root.signal_share))
         if budget_left():  # incumbent: round every user to its main transmitter
             leaf(r, tuple(int(root.signal_share[:, k].argmax()) for k in range(K)))
-    lower = math.inf
     exhausted = unrooted > 0
     while heap and not exhausted:
         lb, _, r, assoc, share = heap[0]
@@ -259,7 +252,7 @@ class Exhaustive(_XuSolver):
         return list(range(inst.num_bs))
 
     def _solve(self, inst: BsSelectionInstance):
-        with _one_thread():
+        with one_thread():
             return self._search(inst, self.receivers(inst), self.gap_tolerance, self.max_sdps,
                                 self.conic_solver, self.margin)
 
@@ -307,7 +300,7 @@ class Scheme2(_XuSolver):
         r = int(rng.integers(S))
         tx = [t for t in range(S) if t != r]
         assoc = tuple(int(tx[i]) for i in rng.integers(len(tx), size=K))
-        with _one_thread():
+        with one_thread():
             res = XuSdp(inst, margin=self.margin, solver=self.conic_solver).solve(r, assoc)
         self.record(info={"receiver": r, "association": list(assoc), "sdps": 1, "rank_gap": res.rank_gap})
         return _single(inst, res)
@@ -339,7 +332,7 @@ class Scheme3(_XuSolver):
         pairs = [(0, 1)] if self.pair == "fixed" else [(t, r) for t in range(S) for r in range(S) if t != r]
         sdp = XuSdp(inst, margin=self.margin, solver=self.conic_solver)
         best, errors, results = None, 0, []
-        with _one_thread():
+        with one_thread():
             for t, r in pairs:
                 res = sdp.solve(r, (t,) * K, transmitters=[t])
                 results.append(res)

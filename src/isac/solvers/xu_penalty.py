@@ -155,9 +155,9 @@ import torch
 
 import isac.metrics.problems.bs_selection  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.scenario.instances.bs_selection import PROBLEM, BsSelectionInstance
-from isac.solvers.base import Solver, Status
+from isac.solvers.base import Solver, Status, one_thread
 from isac.solvers.registry import register_solver
-from isac.solvers.xu_sdp import DEFAULT_MARGIN, XuSdp, _herm, _solve_chain, fim_map
+from isac.solvers.xu_sdp import DEFAULT_MARGIN, XuSdp, _herm, _solve_chain, fim_map, rank_gap, rank_one_extraction
 
 MU_DEFAULT = 3e4
 """Penalty factor of (16), Table I of 001 (objective in units of P)."""
@@ -426,31 +426,6 @@ def _conic(prob, solver: str) -> tuple[str, str]:
     return st, used
 
 
-def rank_one_extraction(H: np.ndarray, W: np.ndarray, R: np.ndarray, association: Sequence[int]) -> tuple[
-        np.ndarray, np.ndarray]:
-    r"""Theorem 1 of 001 as a construction: beams ``[S, N, K]`` and sensing covariances ``[S, N, N]``.
-
-    ``H [S, N, K]``; ``W [S, K, N, N]`` relaxed beam covariances (only ``W[association[k], k]`` is
-    used); ``R [S, N, N]``. :math:`\mathbf w_k=\mathbf W_k\mathbf h/\sqrt{\mathbf h^H\mathbf W_k\mathbf h}`
-    with :math:`\mathbf h=\mathbf h_{a(k),k}`, and :math:`\mathbf W_k-\mathbf w_k\mathbf w_k^H` (PSD, and invisible
-    to user k) goes into :math:`\mathbf R_{a(k)}`. Every covariance and every :math:`\mathbf h^H(\cdot)\mathbf h`
-    term is unchanged.
-    """
-    S, N, K = H.shape
-    beams = np.zeros((S, N, K), dtype=complex)
-    Rs = R.astype(complex).copy()
-    for k, s in enumerate(association):
-        h = H[s, :, k]
-        Wk = W[s, k]
-        q = float(np.real(h.conj() @ Wk @ h))
-        if q <= 0:
-            raise ValueError(f"user {k}: zero signal from BS {s}")
-        w = Wk @ h / math.sqrt(q)
-        beams[s, :, k] = w
-        Rs[s] = Rs[s] + Wk - np.outer(w, w.conj())
-    return beams, Rs
-
-
 SNAP_TOL = 1e-6
 """A b_s within this of 0 or 1 after the b-step is set to it (the conic solver ends ~1e-9 inside the box)."""
 
@@ -469,12 +444,6 @@ def round_choice(a: np.ndarray, b: np.ndarray) -> tuple[int, tuple[int, ...]]:
     masked = a.copy()
     masked[r] = -np.inf
     return r, tuple(int(s) for s in np.argmax(masked, axis=0))
-
-
-def rank_gap(W: np.ndarray) -> float:
-    r""":math:`1-\lambda_{\max}/\mathrm{tr}` of a PSD matrix (0 for rank one)."""
-    lam = np.linalg.eigvalsh(_herm(W))
-    return 1.0 - float(lam[-1]) / max(float(lam.sum()), 1e-300)
 
 
 def penalty_value(a: np.ndarray, b: np.ndarray) -> float:
@@ -590,12 +559,8 @@ class XuPenaltySdr(Solver):
         return {"status": status, "detail": detail, "b": b, "block": blk, "trace": trace, "iterations": t}
 
     def _solve(self, inst: BsSelectionInstance):
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny dense algebra: the thread pool only slows it down
-        try:
+        with one_thread():  # tiny dense algebra: the thread pool only slows it down
             return self._solve_impl(inst)
-        finally:
-            torch.set_num_threads(old)
 
     def _solve_impl(self, inst: BsSelectionInstance):
         from isac.metrics.evaluate import evaluate

@@ -293,8 +293,7 @@ class XuSdp:
             Rn = {t: _herm(R[t].value) for t in tx}
             if any(v is None for v in (*Wn.values(), *Rn.values())):
                 return ChoiceResult("error", receiver, assoc, message="conic solver returned no values", time_s=dt)
-            gaps = [1.0 - float(np.linalg.eigvalsh(w)[-1]) / max(float(np.trace(w).real), 1e-300) for w in Wn.values()]
-            res.rank_gap = max(gaps) if gaps else 0.0
+            res.rank_gap = max((rank_gap(w) for w in Wn.values()), default=0.0)
             if any(a is None for a in assoc):
                 share = np.zeros((S, K))
                 for (t, k), w in Wn.items():
@@ -302,19 +301,16 @@ class XuSdp:
                     share[t, k] = max(float(np.real(h.conj() @ w @ h)), 0.0)
                 res.signal_share = share / np.maximum(share.sum(0, keepdims=True), 1e-300)
                 return res
-            W = np.zeros((S, N, K), dtype=complex)
-            Rs = np.zeros((S, N, N), dtype=complex)
-            for t in tx:
-                Rs[t] = Rn[t]
+            Wm = np.zeros((S, K, N, N), dtype=complex)
             for (t, k), w in Wn.items():
-                h = H[t, :, k]
-                q = float(np.real(h.conj() @ w @ h))
-                if q <= 0:
-                    return ChoiceResult("error", receiver, assoc, message=f"user {k}: zero signal in the SDP solution",
-                                        time_s=dt)
-                wk = w @ h / math.sqrt(q)
-                W[t, :, k] = wk
-                Rs[t] += w - np.outer(wk, wk.conj())
+                Wm[t, k] = w
+            R0 = np.zeros((S, N, N), dtype=complex)
+            for t in tx:
+                R0[t] = Rn[t]
+            try:
+                W, Rs = rank_one_extraction(H, Wm, R0, assoc)
+            except ValueError as e:
+                return ChoiceResult("error", receiver, assoc, message=f"{e} in the SDP solution", time_s=dt)
             for t in tx:
                 Rs[t] = _psd(Rs[t])
             W, raised = _polish_powers(W, Rs, H, assoc, gamma * (1 + mg), 1.0 / g)
@@ -400,6 +396,37 @@ class XuSdp:
         R2 = with_delta(hi)
         W2, _ = _polish_powers(W, R2, H, assoc, gamma, noise)
         return W2, R2, hi * len(tx)
+
+
+def rank_gap(W: np.ndarray) -> float:
+    r""":math:`1-\lambda_{\max}/\mathrm{tr}` of a PSD matrix (0 for rank one)."""
+    lam = np.linalg.eigvalsh(_herm(W))
+    return 1.0 - float(lam[-1]) / max(float(lam.sum()), 1e-300)
+
+
+def rank_one_extraction(H: np.ndarray, W: np.ndarray, R: np.ndarray, association: Sequence[int]) -> tuple[
+        np.ndarray, np.ndarray]:
+    r"""Theorem 1 of 001 as a construction: beams ``[S, N, K]`` and sensing covariances ``[S, N, N]``.
+
+    ``H [S, N, K]``; ``W [S, K, N, N]`` relaxed beam covariances (only ``W[association[k], k]`` is
+    used); ``R [S, N, N]``. :math:`\mathbf w_k=\mathbf W_k\mathbf h/\sqrt{\mathbf h^H\mathbf W_k\mathbf h}`
+    with :math:`\mathbf h=\mathbf h_{a(k),k}`, and :math:`\mathbf W_k-\mathbf w_k\mathbf w_k^H` (PSD, and invisible
+    to user k) goes into :math:`\mathbf R_{a(k)}`. Every covariance and every :math:`\mathbf h^H(\cdot)\mathbf h`
+    term is unchanged. ValueError when a user has no signal.
+    """
+    S, N, K = H.shape
+    beams = np.zeros((S, N, K), dtype=complex)
+    Rs = R.astype(complex).copy()
+    for k, s in enumerate(association):
+        h = H[s, :, k]
+        Wk = W[s, k]
+        q = float(np.real(h.conj() @ Wk @ h))
+        if q <= 0:
+            raise ValueError(f"user {k}: zero signal from BS {s}")
+        w = Wk @ h / math.sqrt(q)
+        beams[s, :, k] = w
+        Rs[s] = Rs[s] + Wk - np.outer(w, w.conj())
+    return beams, Rs
 
 
 def _polish_powers(W: np.ndarray, Rs: np.ndarray, H: np.ndarray, assoc, gamma: np.ndarray, noise: float,
