@@ -14,7 +14,8 @@ channels and target position.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ import torch
 from isac.metrics.bounds.lian import lian_speb, stack_beams
 from isac.metrics.comm import rates_nats, sinr
 from isac.metrics.evaluate import POWER_RTOL, register_evaluator
+from isac.scenario.arrays import UPA
 from isac.scenario.instances.coop_localization import PROBLEM, CoopLocalizationInstance
 from isac.units import nats_to_bits
 
@@ -44,6 +46,98 @@ def objective_terms(inst: CoopLocalizationInstance, W: torch.Tensor) -> dict[str
         "rates_bps_hz": rates,
         "sum_rate_bps_hz": rates.sum(-1),
         "sinr": sinr(inst.H_stacked, Ws, inst.noise_comm_w),
+        "speb_m2": speb,
+        "power_w": power,
+    }
+
+
+@dataclass(frozen=True)
+class CoopBatch:
+    r"""A batch of ``coop-localization`` instances that share N, L, K, Ns, the array, snapshots and noise.
+
+    Tensors (batch dimension first): ``H [B, N, L, K]``, ``alpha [B, N, N]`` complex128,
+    ``bs_positions_m [B, N, 3]``, ``target_position_m [B, 3]``, ``p_max_w [B, N]``,
+    ``speb_max_m2 [B]`` float64. :func:`batch_terms` evaluates the same formulas as
+    :func:`objective_terms` on all of them at once (training losses, batched solvers).
+    """
+
+    array: UPA
+    snapshots: int
+    noise_comm_w: float
+    noise_sense_w: float
+    speb_model: str
+    num_sensing_streams: int
+    H: torch.Tensor
+    alpha: torch.Tensor
+    bs_positions_m: torch.Tensor
+    target_position_m: torch.Tensor
+    p_max_w: torch.Tensor
+    speb_max_m2: torch.Tensor
+
+    @classmethod
+    def from_instances(cls, instances: Sequence[CoopLocalizationInstance], *, estimates: bool = False) -> CoopBatch:
+        """Stack instances; ``estimates=True`` takes ``H_estimate`` / the estimated target where present
+        (a solver's view), else the true channels and position (what metrics use)."""
+        if not instances:
+            raise ValueError("CoopBatch needs at least one instance")
+        first = instances[0]
+        shared = ("upa_shape", "spacing_wavelengths", "snapshots", "noise_comm_dbm", "noise_sense_dbm",
+                  "speb_model", "num_sensing_streams")
+        for inst in instances[1:]:
+            for key in shared:
+                if getattr(inst, key) != getattr(first, key):
+                    raise ValueError(f"CoopBatch: instances differ in {key}")
+            if inst.H.shape != first.H.shape:
+                raise ValueError(f"CoopBatch: instances differ in H shape ({tuple(inst.H.shape)} vs {tuple(first.H.shape)})")
+        views = [inst.solver_view() if estimates else (inst.H, inst.target_position_m) for inst in instances]
+        return cls(
+            array=first.array,
+            snapshots=first.snapshots,
+            noise_comm_w=first.noise_comm_w,
+            noise_sense_w=first.noise_sense_w,
+            speb_model=first.speb_model,
+            num_sensing_streams=first.num_sensing_streams,
+            H=torch.stack([v[0] for v in views]),
+            alpha=torch.stack([inst.alpha for inst in instances]),
+            bs_positions_m=torch.stack([inst.bs_positions_m for inst in instances]),
+            target_position_m=torch.stack([v[1] for v in views]),
+            p_max_w=torch.stack([inst.p_max_w for inst in instances]),
+            speb_max_m2=torch.tensor([inst.speb_max_m2 for inst in instances], dtype=torch.float64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.H.shape[0])
+
+    def to(self, device) -> CoopBatch:
+        """The same batch with its tensors on ``device``."""
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("H", "alpha", "bs_positions_m", "target_position_m", "p_max_w", "speb_max_m2")}
+        return replace(self, **moved)
+
+
+def batch_terms(batch: CoopBatch, W: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`objective_terms` for ``W [B, ..., N, L, K+Ns]`` on a :class:`CoopBatch` (same keys, leading ``[B, ...]``).
+
+    Extra dimensions between B and N (e.g. several starting points per instance) broadcast.
+    """
+    extra = W.dim() - 4
+    if extra < 0 or W.shape[0] != len(batch):
+        raise ValueError(f"W: expected [B={len(batch)}, ..., N, L, S], got {tuple(W.shape)}")
+
+    def expand(t: torch.Tensor) -> torch.Tensor:  # [B, ...rest] -> [B, 1 (x extra), ...rest]
+        return t.reshape(t.shape[0], *([1] * extra), *t.shape[1:])
+
+    Ws = stack_beams(W)
+    n, length, k = batch.H.shape[1:]
+    Hs = expand(batch.H.reshape(len(batch), n * length, k))
+    rates = nats_to_bits(rates_nats(Hs, Ws, batch.noise_comm_w))
+    speb = lian_speb(batch.array, expand(batch.bs_positions_m), expand(batch.target_position_m),
+                     expand(batch.alpha), W, batch.snapshots, batch.noise_sense_w, model=batch.speb_model)
+    power = (W.real**2 + W.imag**2).sum(dim=(-2, -1))
+    return {
+        "rates_bps_hz": rates,
+        "sum_rate_bps_hz": rates.sum(-1),
+        "sinr": sinr(Hs, Ws, batch.noise_comm_w),
         "speb_m2": speb,
         "power_w": power,
     }
