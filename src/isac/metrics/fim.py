@@ -233,3 +233,24 @@ def crb_trace_covariance_gradient(
         q = torch.einsum("...pq,...qai,...paj->...ij", phi.to(dg.dtype), dg.conj(), dg)
     q = 0.5 * (q + hermitian(q))
     return scale.to(q.dtype).reshape(scale.shape + (1, 1)) * q
+
+
+def covariance_coefficients(
+    derivatives: torch.Tensor | FactoredDerivatives,
+    *,
+    snapshots: int | float | torch.Tensor,
+    noise_power_w: float | torch.Tensor,
+) -> torch.Tensor:
+    r"""``C [..., P, P, Nt, Nt]`` with :math:`F_{pq}(\mathbf R_x) = \Re\,\mathrm{tr}(\mathbf C_{pq}\mathbf R_x)`.
+
+    The FIM is linear in the transmit covariance; :math:`\mathbf C_{pq} = c\,\partial_q\mathbf G^H\partial_p\mathbf G`
+    with :math:`c = 2L/\sigma^2` (the same expression :func:`fisher_information` evaluates at one
+    :math:`\mathbf R_x`). Conic programs over :math:`\mathbf R_x` (an SPEB floor, SDR solvers) take
+    these coefficients as constants. Memory :math:`P^2N_t^2`: meant for tens of parameters and antennas.
+    """
+    dg = derivatives.dense() if isinstance(derivatives, FactoredDerivatives) else derivatives
+    if dg.dtype != COMPLEX:
+        raise DTypeError(f"derivatives: expected complex128, got {dg.dtype}")
+    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+    c = torch.einsum("...qai,...paj->...pqij", dg.conj(), dg)
+    return scale.to(c.dtype).reshape(scale.shape + (1, 1, 1, 1)) * c

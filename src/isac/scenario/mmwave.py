@@ -161,7 +161,9 @@ def sensing_gains(rng: np.random.Generator, bs_positions_m, target_position_m, n
     The radar-equation amplitude is for unit-gain elements; since eq. (8) normalises
     both steering vectors by :math:`1/\sqrt L`, the returned :math:`\alpha_{m,n}` carries
     the factor ``num_antennas`` = L (transmit and receive array gain), so that
-    :math:`\alpha\,\mathbf a_n\mathbf a_m^H` is the physical echo channel.
+    :math:`\alpha\,\mathbf a_n\mathbf a_m^H` is the physical echo channel. The random target
+    phase multiplies the geometric gains as :math:`e^{j\psi}`, so :math:`\alpha e^{-j\psi}` is
+    the same for every draw of one geometry (the SPEB floor's cache uses it).
     """
     if num_antennas < 1:
         raise ValueError(f"num_antennas must be >= 1, got {num_antennas}")
@@ -174,7 +176,8 @@ def sensing_gains(rng: np.random.Generator, bs_positions_m, target_position_m, n
     dd = d[:, None] * d[None, :]
     amp = torch.sqrt(lam**2 * rcs_m2 / ((4.0 * math.pi) ** 3 * dd**2))
     psi = float(rng.uniform(0.0, 2.0 * math.pi))
-    return torch.polar(num_antennas * amp, -2.0 * math.pi * (d[:, None] + d[None, :]) / lam + psi)
+    return torch.polar(num_antennas * amp, -2.0 * math.pi * (d[:, None] + d[None, :]) / lam) * complex(
+        math.cos(psi), math.sin(psi))
 
 
 # --- estimation errors (002 Sec. IV-D) ------------------------------------------

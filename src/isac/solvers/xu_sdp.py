@@ -66,6 +66,8 @@ import torch
 
 from isac.metrics.bounds.xu import angle_jacobian, bs_angles, xu_fim
 from isac.scenario.instances.bs_selection import BsSelectionInstance
+from isac.conic import CHAIN as _CHAIN
+from isac.conic import solve_chain as _solve_chain
 from isac.tensors import COMPLEX
 
 DEFAULT_MARGIN = 1e-5
@@ -464,44 +466,6 @@ def _polish_powers(W: np.ndarray, Rs: np.ndarray, H: np.ndarray, assoc, gamma: n
     for k in range(K):
         out[a[k], :, k] = u[:, k] * math.sqrt(p[k])
     return out, float(p.sum() / max(p0.sum(), 1e-300) - 1.0)
-
-
-_CHAIN: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
-    # Clarabel without equilibration or chordal decomposition (as measured before this module); its
-    # default static regularisation (1e-8) stopped at iteration 1 on some of our scaled SDPs, 1e-7
-    # solved them. Then Clarabel with its equilibration on; SCS last.
-    "CLARABEL": (("CLARABEL", {"equilibrate_enable": False, "chordal_decomposition_enable": False,
-                               "static_regularization_constant": 1e-7}),
-                 ("CLARABEL", {"chordal_decomposition_enable": False}),
-                 ("SCS", {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000})),
-    "SCS": (("SCS", {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}),),
-}
-
-
-def _solve_chain(prob, solver: str, start: int = 0) -> tuple[str, str, int]:
-    """Solve with the first attempt of ``_CHAIN[solver]`` (from ``start``) that gives a definite
-    status; (status, attempt name, attempt index or -1 when none did)."""
-    import warnings
-
-    import cvxpy as cp
-
-    st, used = "solver_error", ""
-    chain = _CHAIN.get(solver, ((solver, {}),))
-    for i in range(start, len(chain)):
-        name, opts = chain[i]
-        used = f"{name}#{i + 1}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # warm_start=False: otherwise CVXPY reuses the cached solver with the previous attempt's settings.
-                prob.solve(solver=name, warm_start=False, **opts)
-            st = prob.status
-        except (cp.error.SolverError, ArithmeticError, ValueError) as e:
-            st = f"solver_error ({type(e).__name__})"
-            continue
-        if st in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, cp.INFEASIBLE):
-            return st, used, i
-    return st, used, -1
 
 
 def _herm(x: np.ndarray | None) -> np.ndarray | None:

@@ -257,23 +257,6 @@ def encode_solution(sol: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 # --- presets -----------------------------------------------------------------
 
 
-def reference_sensing_beams(inst: CoopLocalizationInstance) -> torch.Tensor:
-    r"""``W [N, L, K+Ns]``: every BS puts its full power on its first sensing stream, steered at the target.
-
-    :math:`\mathbf p^s_n=\sqrt{P_n}\,\mathbf a(\theta_n,\beta_n)`, user beams zero. A simple
-    sensing-only reference used to set the preset's :math:`\gamma` (needs Ns >= 1).
-    """
-    from isac.metrics.bounds.lian import target_angles
-
-    if inst.num_sensing_streams < 1:
-        raise ValueError("reference_sensing_beams needs num_sensing_streams >= 1")
-    theta, beta = target_angles(inst.bs_positions_m, inst.target_position_m)
-    a = inst.array.steering(theta, beta)  # [N, L]
-    W = torch.zeros(inst.num_bs, inst.num_antennas, inst.num_streams, dtype=torch.complex128)
-    W[:, :, inst.num_users] = torch.sqrt(inst.p_max_w)[:, None] * a
-    return W
-
-
 def lian_preset(
     seed: int,
     *,
@@ -288,7 +271,8 @@ def lian_preset(
     noise_figure_db: float = 7.0,
     rcs_m2: float | None = None,
     num_clusters: int = 2,
-    speb_factor: float = 2.0,
+    gamma_over_floor: float = 2.0,
+    speb_max_m2: float | None = None,
     speb_model: str = "exact",
     csi_snr_db: float | None = None,
     position_error_range_m: tuple[float, float] | None = None,
@@ -299,14 +283,20 @@ def lian_preset(
     K = 5 users, target at (244, 456, 22) m, 28 GHz, one sensing stream, P_n = 20 dBm
     (Fig. 9-10). Ours (the paper does not give them): users uniform around the BSs
     (:data:`isac.scenario.mmwave.LIAN_USER_AREA_M`), 100 MHz bandwidth, 7 dB noise
-    figure (noise -87 dBm for both links), RCS 10 m^2, 1024 snapshots, and
-    :math:`\gamma` = ``speb_factor`` x the SPEB of :func:`reference_sensing_beams`
-    (002 takes gamma from its SCA baseline's output instead).
+    figure (noise -87 dBm for both links), RCS 10 m^2, 1024 snapshots.
+
+    SPEB threshold: :math:`\gamma` = ``gamma_over_floor`` x the SPEB floor
+    (:func:`isac.metrics.bounds.lian_floor.speb_floor`: the least SPEB any beam reaches under
+    the budgets; one SDP per geometry, cached, and the same for every draw of this preset). The
+    default 2 makes (32c) bind: the sum-rate-maximising beams without it reach 10-30x the floor.
+    ``speb_max_m2`` sets an absolute :math:`\gamma` instead (the instance file always stores the
+    absolute value). ``gamma_over_floor`` < 1 is infeasible by construction (solvers say so).
+    002 takes :math:`\gamma` from its SCA baseline's output; the learned methods do the same here.
 
     ``csi_snr_db`` / ``position_error_range_m`` add the estimates of 002 Sec. IV-D
     (``H_estimate``, ``target_position_estimate_m``; Fig. 9 uses [2, 3) m, Fig. 10 SNR 20 dB).
     """
-    from isac.metrics.bounds.lian import lian_speb
+    from isac.metrics.bounds.lian_floor import speb_floor_m2
     from isac.scenario import mmwave
 
     rng = make_rng(seed)
@@ -326,29 +316,39 @@ def lian_preset(
         bs_positions_m=bs, target_position_m=target, H=H, alpha=alpha, speb_model=speb_model,
         user_positions_m=users,
     )
-    ref = float(lian_speb(inst.array, bs, target, alpha, reference_sensing_beams(inst), snapshots,
-                          inst.noise_sense_w, model=speb_model))
-    changes: dict[str, Any] = {"speb_max_m2": speb_factor * ref}
+    if speb_max_m2 is None:
+        if not (gamma_over_floor > 0 and math.isfinite(gamma_over_floor)):
+            raise ValueError(f"gamma_over_floor must be positive and finite, got {gamma_over_floor}")
+        gamma = gamma_over_floor * speb_floor_m2(inst)
+    else:
+        if not (speb_max_m2 > 0 and math.isfinite(speb_max_m2)):
+            raise ValueError(f"speb_max_m2 must be positive and finite, got {speb_max_m2}")
+        gamma = float(speb_max_m2)
+    changes: dict[str, Any] = {"speb_max_m2": gamma}
     if csi_snr_db is not None:
         changes["H_estimate"] = mmwave.csi_estimate(rng, H, csi_snr_db)
     if position_error_range_m is not None:
         changes["target_position_estimate_m"] = mmwave.estimated_target_position(
             rng, target, error_range_m=position_error_range_m)
-    if not math.isfinite(changes["speb_max_m2"]):
-        raise ValueError("reference SPEB is not finite; check the geometry")
     return inst.with_params(**changes)
 
 
-def small_preset(seed: int) -> CoopLocalizationInstance:
-    """A tiny instance for tests and demos: BSs 1-2 of 002, 2x2 UPAs, K = 2 users, same target."""
+def small_preset(seed: int, **params: Any) -> CoopLocalizationInstance:
+    """A tiny instance for tests and demos: BSs 1-2 of 002, 2x2 UPAs, K = 2 users, same target.
+
+    ``params``: any of :func:`lian_preset`'s (e.g. ``gamma_over_floor``, ``p_max_dbm``)."""
     from isac.scenario import mmwave
 
-    return lian_preset(seed, bs_positions_m=mmwave.LIAN_BS_POSITIONS_M[:2], upa_shape=(2, 2), num_users=2)
+    base: dict[str, Any] = {"bs_positions_m": mmwave.LIAN_BS_POSITIONS_M[:2], "upa_shape": (2, 2), "num_users": 2}
+    return lian_preset(seed, **{**base, **params})
 
 
-def lian_robust_preset(seed: int) -> CoopLocalizationInstance:
-    """002 Fig. 9 operating point: CSI estimated at 20 dB SNR, target position off by [2, 3) m per axis."""
-    return lian_preset(seed, csi_snr_db=20.0, position_error_range_m=(2.0, 3.0))
+def lian_robust_preset(seed: int, **params: Any) -> CoopLocalizationInstance:
+    """002 Fig. 9 operating point: CSI estimated at 20 dB SNR, target position off by [2, 3) m per axis.
+
+    ``params``: any of :func:`lian_preset`'s (e.g. ``csi_snr_db``, ``position_error_range_m``)."""
+    base: dict[str, Any] = {"csi_snr_db": 20.0, "position_error_range_m": (2.0, 3.0)}
+    return lian_preset(seed, **{**base, **params})
 
 
 FAMILY = register_family(
@@ -359,7 +359,7 @@ FAMILY = register_family(
         instance_type=CoopLocalizationInstance,
         presets={"lian": lian_preset, "lian-robust": lian_robust_preset, "small": small_preset},
         preset_docs={
-            "lian": "002 Sec. IV-A geometry (3 BSs, 4x4 UPA, K = 5, 20 dBm), geometric 28 GHz channels",
+            "lian": "002 Sec. IV-A geometry (3 BSs, 4x4 UPA, K = 5, 20 dBm), geometric 28 GHz channels, gamma = 2x SPEB floor",
             "lian-robust": "as lian, plus CSI estimates at 20 dB SNR and a [2, 3) m target position error",
             "small": "BSs 1-2, 2x2 UPA, K = 2 (tests, demos)",
         },
