@@ -45,7 +45,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def speb_floor(inst, *, solver: str = "SCS", cache: bool = True) -> SpebFloor:
                 where = "disk"
     if hit is None:
         t0 = time.perf_counter()
-        hit = _unit_floor(inst, p / p_ref, a / amp, solver)
+        hit = _unit_floor(inst, solver)
         hit["time_s"] = time.perf_counter() - t0
         if cache:
             _MEMORY[key] = hit
@@ -169,14 +169,48 @@ def gamma_below_floor(inst) -> str | None:
     return None
 
 
-def _unit_floor(inst, p_ratio: torch.Tensor, alpha_unit: torch.Tensor, solver: str) -> dict[str, Any]:
-    """Floor at unit largest budget, max |alpha| = 1, one snapshot and unit noise (see ``factor`` in speb_floor)."""
-    import cvxpy as cp
+@dataclass(frozen=True)
+class SpebSdpModel:
+    r"""The SPEB of one instance as data for a conic program, in scaled units (see the module doc).
 
-    from isac.conic import solve_chain
+    With :math:`\mathbf X = \mathbf B^H(\mathbf R/p_{\mathrm{ref}})\mathbf B` (``B [NL, 3N]``
+    block-diagonal with orthonormal columns, ``p_ref`` the largest budget) the scaled FIM is
+    ``A_re @ vec(Re X) - A_im @ vec(Im X)`` (column-major vec, ``[P*P]``, row-major P x P), the
+    angle-to-position Jacobian is ``Q`` (``[2N, 3]``, scaled), and
+    :math:`\mathrm{SPEB}(\mathbf R) = \texttt{factor}\cdot\texttt{s_ref}\cdot\mathrm{tr}\,\mathbf U`
+    at the optimum of :func:`speb_lmis`. ``p_ratio [N]``: budgets over ``p_ref``.
+    """
 
+    B: torch.Tensor
+    A_re: np.ndarray
+    A_im: np.ndarray
+    Q: np.ndarray
+    s_ref: float
+    factor: float
+    p_ref: float
+    p_ratio: torch.Tensor
+    num_bs: int
+    alpha_unit: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """3N, the side of X."""
+        return int(self.B.shape[1])
+
+    def speb_units(self, speb_m2: float) -> float:
+        """An SPEB in m² as a bound on ``tr U`` of :func:`speb_lmis`."""
+        return speb_m2 / (self.factor * self.s_ref)
+
+
+def speb_sdp_model(inst) -> SpebSdpModel:
+    """Scaled FIM coefficients of ``inst`` (true target, exact model) on the 3N-dimensional subspace the FIM sees."""
+    p = inst.p_max_w
+    p_ref = float(p.max())
+    amp = float(inst.alpha.abs().max())
+    alpha_unit = inst.alpha / amp
+    p_ratio = p / p_ref
     array = inst.array
-    n, length = inst.num_bs, array.size
+    n = inst.num_bs
     bs, target = inst.bs_positions_m, inst.target_position_m
     d = lian_derivatives(array, bs, target, alpha_unit)
     # snapshots / noise = 1: the true FIM is this one times snapshots * p_ref * amp^2 / noise
@@ -202,28 +236,53 @@ def _unit_floor(inst, p_ratio: torch.Tensor, alpha_unit: torch.Tensor, solver: s
     s_ref = float(torch.trace(torch.linalg.inv(Q.T @ je0 @ Q)))  # SPEB of the isotropic X0 in these units
     if not (math.isfinite(s_ref) and s_ref > 0):
         raise FloorError("SPEB floor: the isotropic reference covariance gives no finite SPEB (check the geometry)")
-    A_re = Cs.real.reshape(num_p * num_p, nx * nx).numpy()
-    A_im = Cs.imag.reshape(num_p * num_p, nx * nx).numpy()
-    X = cp.Variable((nx, nx), hermitian=True)
+    return SpebSdpModel(
+        B=B, A_re=Cs.real.reshape(num_p * num_p, nx * nx).numpy(), A_im=Cs.imag.reshape(num_p * num_p, nx * nx).numpy(),
+        Q=Q.numpy(), s_ref=s_ref, factor=inst.noise_sense_w / (inst.snapshots * p_ref * amp**2), p_ref=p_ref,
+        p_ratio=p_ratio, num_bs=n, alpha_unit=alpha_unit,
+    )
+
+
+def speb_lmis(model: SpebSdpModel, X):
+    r"""CVXPY constraints and the 3 x 3 variable ``U`` with :math:`\mathrm{tr}\,\mathbf U\ge\mathrm{SPEB}/(\texttt{factor}\,\texttt{s_ref})`.
+
+    ``X``: a Hermitian CVXPY expression ``[3N, 3N]`` (:math:`\mathbf B^H\mathbf R\mathbf B/p_{\mathrm{ref}}`).
+    The SPEB (convex in X) is at most ``factor * s_ref * tr U`` on the feasible set, with equality at
+    the least feasible ``tr U``: bound ``tr U`` to constrain the SPEB, or minimise it.
+    """
+    import cvxpy as cp
+
+    num_w = 2 * model.num_bs
+    num_p = int(round(math.sqrt(model.A_re.shape[0])))
     M = cp.Variable((num_w, num_w), symmetric=True)
-    U = cp.Variable((3, 3), symmetric=True)  # J^-1 / s_ref
+    U = cp.Variable((3, 3), symmetric=True)
     # F_pq = Re tr(C_pq X) = sum_ij Re C_pq[i,j] Re X[j,i] - Im C_pq[i,j] Im X[j,i]; row-major C matches vec(X, "F")
-    F = cp.reshape(A_re @ cp.vec(cp.real(X), order="F") - A_im @ cp.vec(cp.imag(X), order="F"),
+    F = cp.reshape(model.A_re @ cp.vec(cp.real(X), order="F") - model.A_im @ cp.vec(cp.imag(X), order="F"),
                    (num_p, num_p), order="C")
     F = 0.5 * (F + F.T)
     sel = np.zeros((num_w, num_p))
     sel[np.arange(num_w), np.arange(num_w)] = 1.0
-    Qn = Q.numpy()
-    J = Qn.T @ M @ Qn
+    J = model.Q.T @ M @ model.Q
     J = 0.5 * (J + J.T)
-    cons = [
-        F - sel.T @ M @ sel >> 0,
-        cp.bmat([[U, np.eye(3)], [np.eye(3), s_ref * J]]) >> 0,
-        X >> 0,
-    ]
+    cons = [F - sel.T @ M @ sel >> 0, cp.bmat([[U, np.eye(3)], [np.eye(3), model.s_ref * J]]) >> 0]
+    return cons, U
+
+
+def _unit_floor(inst, solver: str) -> dict[str, Any]:
+    """Floor at unit largest budget, max |alpha| = 1, one snapshot and unit noise (see ``factor`` in speb_floor)."""
+    import cvxpy as cp
+
+    from isac.conic import solve_chain
+
+    model = speb_sdp_model(inst)
+    n, length = inst.num_bs, inst.num_antennas
+    nx, per_bs = model.size, model.size // n
+    X = cp.Variable((nx, nx), hermitian=True)
+    cons, U = speb_lmis(model, X)
+    cons.append(X >> 0)
     for i in range(n):
         blk = slice(i * per_bs, (i + 1) * per_bs)
-        cons.append(cp.real(cp.trace(X[blk, blk])) <= float(p_ratio[i]))
+        cons.append(cp.real(cp.trace(X[blk, blk])) <= float(model.p_ratio[i]))
     prob = cp.Problem(cp.Minimize(cp.trace(U)), cons)
     status, used, _ = solve_chain(prob, solver)
     if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and solver != "CLARABEL":
@@ -233,15 +292,14 @@ def _unit_floor(inst, p_ratio: torch.Tensor, alpha_unit: torch.Tensor, solver: s
     Xv = torch.as_tensor(0.5 * (X.value + X.value.conj().T), dtype=torch.complex128)
     lam, vx = torch.linalg.eigh(Xv)
     lam = lam.clamp_min(0.0)
-    vec = B @ vx  # [NL, 3N]: eigenvectors of R = B X B^H
-    nt = vec.shape[-1]
+    vec = model.B @ vx  # [NL, 3N]: eigenvectors of R = B X B^H
     # the engine's value at the extracted covariance (scaled back into the budgets if round-off exceeds them)
     blocks = (vx.abs() ** 2 @ lam).reshape(n, per_bs).sum(-1)  # tr R_nn of the PSD part
-    shrink = float(torch.clamp(blocks / p_ratio, min=1.0).max())
-    W = (vec * torch.sqrt(lam / shrink)).reshape(n, length, nt)
-    speb = float(lian_speb(array, bs, target, alpha_unit, W, 1.0, 1.0))
+    shrink = float(torch.clamp(blocks / model.p_ratio, min=1.0).max())
+    W = (vec * torch.sqrt(lam / shrink)).reshape(n, length, nx)
+    speb = float(lian_speb(inst.array, inst.bs_positions_m, inst.target_position_m, model.alpha_unit, W, 1.0, 1.0))
     rank = int((lam > 1e-6 * lam.max()).sum())
-    return {"speb": speb, "sdp_value": float(prob.value) * s_ref, "rank": rank, "solver": used,
+    return {"speb": speb, "sdp_value": float(prob.value) * model.s_ref, "rank": rank, "solver": used,
             "covariance": (vec * (lam / shrink)) @ vec.conj().T}
 
 
@@ -277,4 +335,5 @@ def _write_disk(key: str, hit: dict[str, Any]) -> None:
         pass  # a read-only home: the memory cache still serves this process
 
 
-__all__ = ["FLOOR_RTOL", "FloorError", "SpebFloor", "asdict", "gamma_below_floor", "speb_floor", "speb_floor_m2"]
+__all__ = ["FLOOR_RTOL", "FloorError", "SpebFloor", "SpebSdpModel", "gamma_below_floor", "speb_floor", "speb_floor_m2",
+           "speb_lmis", "speb_sdp_model"]
