@@ -22,6 +22,8 @@ _SOLVER_MODULES = (
     "isac.solvers.li_ao",
     "isac.solvers.xu",
     "isac.solvers.xu_penalty",
+    "isac.solvers.lian_sca",
+    "isac.solvers.lian_pdpg",
 )
 
 
