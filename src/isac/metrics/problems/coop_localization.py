@@ -159,6 +159,7 @@ def evaluate_coop_localization(inst: CoopLocalizationInstance, solution: Mapping
         "speb_m2": speb,
         "speb": speb,
         "speb_max_m2": inst.speb_max_m2,
+        "speb_over_gamma": speb / inst.speb_max_m2,
         "power_w": power.tolist(),
         "p_max_w": p_max.tolist(),
         "total_power_w": float(power.sum()),

@@ -276,6 +276,7 @@ def lian_preset(
     speb_model: str = "exact",
     csi_snr_db: float | None = None,
     position_error_range_m: tuple[float, float] | None = None,
+    position_error_m: float | None = None,
 ) -> CoopLocalizationInstance:
     r"""002's setting (Sec. IV-A) with our geometric 28 GHz channels, drawn from ``seed``.
 
@@ -295,6 +296,8 @@ def lian_preset(
 
     ``csi_snr_db`` / ``position_error_range_m`` add the estimates of 002 Sec. IV-D
     (``H_estimate``, ``target_position_estimate_m``; Fig. 9 uses [2, 3) m, Fig. 10 SNR 20 dB).
+    ``position_error_m = a`` is short for ``position_error_range_m = (a, a + 1)`` (Fig. 10's x axis:
+    "[a, a+1)" m per coordinate); give at most one of the two.
     """
     from isac.metrics.bounds.lian_floor import speb_floor_m2
     from isac.scenario import mmwave
@@ -327,6 +330,12 @@ def lian_preset(
     changes: dict[str, Any] = {"speb_max_m2": gamma}
     if csi_snr_db is not None:
         changes["H_estimate"] = mmwave.csi_estimate(rng, H, csi_snr_db)
+    if position_error_m is not None:
+        if position_error_range_m is not None:
+            raise ValueError("give position_error_m or position_error_range_m, not both")
+        if not (position_error_m >= 0 and math.isfinite(position_error_m)):
+            raise ValueError(f"position_error_m must be >= 0, got {position_error_m}")
+        position_error_range_m = (float(position_error_m), float(position_error_m) + 1.0)
     if position_error_range_m is not None:
         changes["target_position_estimate_m"] = mmwave.estimated_target_position(
             rng, target, error_range_m=position_error_range_m)
@@ -347,7 +356,9 @@ def lian_robust_preset(seed: int, **params: Any) -> CoopLocalizationInstance:
     """002 Fig. 9 operating point: CSI estimated at 20 dB SNR, target position off by [2, 3) m per axis.
 
     ``params``: any of :func:`lian_preset`'s (e.g. ``csi_snr_db``, ``position_error_range_m``)."""
-    base: dict[str, Any] = {"csi_snr_db": 20.0, "position_error_range_m": (2.0, 3.0)}
+    base: dict[str, Any] = {"csi_snr_db": 20.0}
+    if "position_error_m" not in params:
+        base["position_error_range_m"] = (2.0, 3.0)
     return lian_preset(seed, **{**base, **params})
 
 
