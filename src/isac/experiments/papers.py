@@ -48,3 +48,15 @@ register_paper(Paper(
            "certified global optimum that every method is compared against. The paper's Table II and figures "
            "are not in our copy: the reports quote its claims."),
 ))
+
+register_paper(Paper(
+    key="lian",
+    title="002 Lian et al., LHGNN beamforming for cooperative localisation and communication (coop-localization)",
+    specs=("fig7_8_power.toml", "fig9_csi.toml", "fig10_position.toml", "tradeoff.toml"),
+    notes=("Figs. 7-8: lian_fig7_8_power; Fig. 9: lian_fig9_csi; Fig. 10: lian_fig10_position; lian_tradeoff "
+           "(ours) shows where the SPEB constraint costs rate. gamma = 2x the SPEB floor. SRW (from a paper we "
+           "do not have) is stood in for by sca-sdr. The learned methods run the shipped models (reduced "
+           "training protocol, see isac/learning/weights/README.md); models trained with the paper's protocol "
+           "(`isac train lian-lhgnn --full --device cuda`) are used instead when their folder is in $ISAC_MODEL_DIR. "
+           "The paper prints no numbers: the reports state its claims and whether ours agree."),
+))

@@ -362,6 +362,9 @@ def lian_robust_preset(seed: int, **params: Any) -> CoopLocalizationInstance:
     return lian_preset(seed, **{**base, **params})
 
 
+small_preset.forwards_to = lian_preset  # type: ignore[attr-defined]  (accepts lian_preset's parameters)
+lian_robust_preset.forwards_to = lian_preset  # type: ignore[attr-defined]
+
 FAMILY = register_family(
     ProblemFamily(
         name=PROBLEM,
