@@ -418,9 +418,12 @@ def reproduce_cmd(
 def bench_cmd(
     target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t), zhao (004 "
                                            "solvers against the grid size N, GNN batched and single), li (000: "
-                                           "admm vs fast per BS and per AO; exact vs brute-force vs MILP association) "
-                                           "or xu (001: every method against the certified optimum, time and SDPs)."),
-    quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50)."),
+                                           "admm vs fast per BS and per AO; exact vs brute-force vs MILP association), "
+                                           "xu (001: every method against the certified optimum, time and SDPs) "
+                                           "or lian (002: every coop-localization solver, single and batched, on "
+                                           "the same lian instances at 10/20/30 dBm)."),
+    quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50; lian: "
+                                                      "20 dBm, two instances, no sca-sdr)."),
     out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
     batch: int = typer.Option(1000, "--batch", help="zhao: instances of the batched GNN forward pass (full mode)."),
@@ -431,8 +434,8 @@ def bench_cmd(
     """Time solvers side by side on the same instances and report ratios."""
     from isac.experiments.bench import LI_COLUMNS, ZHAO_COLUMNS, bench_fang, bench_li, bench_zhao, write_report
 
-    if target not in ("fang", "zhao", "li", "xu"):
-        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao, li, xu)")
+    if target not in ("fang", "zhao", "li", "xu", "lian"):
+        raise UserError(f"unknown benchmark {target!r} (available: fang, zhao, li, xu, lian)")
     if instances < 1 or batch < 1:
         raise UserError("--instances and --batch must be >= 1")
     if target == "xu":
@@ -442,6 +445,15 @@ def bench_cmd(
                         echo=typer.echo)
         title = "001 solvers: time, SDPs and power against the certified optimum (exhaustive), same instances"
         typer.echo(f"wrote {write_report(rows, out, title, XU_COLUMNS)}")
+        return
+    if target == "lian":
+        from isac.experiments.bench_lian import LIAN_COLUMNS, bench_lian
+
+        rows = bench_lian(powers_dbm=(20.0,) if quick else (10.0, 20.0, 30.0), instances=2 if quick else instances,
+                          slow_instances=0 if quick else None, echo=typer.echo)
+        title = ("002 solvers on `lian` (gamma = 2x SPEB floor): time per instance, sum rate and share meeting "
+                 "gamma, same instances, single and batched")
+        typer.echo(f"wrote {write_report(rows, out, title, LIAN_COLUMNS)}")
         return
     if target == "li":
         rows = bench_li(instances=1 if quick else instances, admm_max_iterations=10 if quick else 100,
@@ -463,33 +475,64 @@ def bench_cmd(
 
 @app.command("train")
 def train_cmd(
-    target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN) or zhao-dnn (its DNN benchmark)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt]."),
-    users: int = typer.Option(2, "--users", help="Number of users L of the training samples."),
-    sinr_db: float = typer.Option(8.0, "--sinr-db", help="SINR target Gamma0 (dB) of the loss."),
-    targets: int = typer.Option(3, "--targets", help="Number of target directions K of the samples (drawn per sample)."),
+    target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN), zhao-dnn (its DNN benchmark), "
+                                           "lian-lhgnn (002's LHGNN), lian-lhgnn-noatt, lian-homognn or lian-cnn."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt "
+                                                          "or lian-KIND-<P>dBm-g<gamma/floor>[-robust].pt]."),
+    users: int = typer.Option(2, "--users", help="zhao: number of users L of the training samples."),
+    sinr_db: float = typer.Option(8.0, "--sinr-db", help="zhao: SINR target Gamma0 (dB) of the loss."),
+    targets: int = typer.Option(3, "--targets", help="zhao: number of target directions K of the samples (drawn per sample)."),
     target_angles: Optional[str] = typer.Option(
         None, "--target-angles",
-        help="Fixed target directions (deg) of every sample, comma-separated, e.g. -40,0,40 (004 trains one model "
-             "per target set); sets K. [default: K directions drawn per sample]"),
-    antennas: int = typer.Option(10, "--antennas", help="Number of antennas M."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [default: 500, the paper's; random targets: 40; --quick: 3]."),
-    samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [default: 10000, the paper's; random targets: 100000 "
-                                                 "(10000 overfit); --quick: 500]."),
+        help="zhao: fixed target directions (deg) of every sample, comma-separated, e.g. -40,0,40 (004 trains one "
+             "model per target set); sets K. [default: K directions drawn per sample]"),
+    antennas: int = typer.Option(10, "--antennas", help="zhao: number of antennas M."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs [zhao default: 500, the paper's; random targets: "
+                                                                "40; --quick: 3. lian: 30 (reduced), 800 (--full)]."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Training samples [zhao default: 10000, the paper's; random "
+                                                 "targets: 100000 (10000 overfit); --quick: 500. lian: 2000 (reduced), "
+                                                 "4000 (--full)]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
-    lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: 1e-3, see isac.learning.train]."),
+    lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: zhao 1e-3; lian 1e-3 (reduced), 2e-4 (--full)]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
-    mu: float = typer.Option(0.1, "--mu", help="Weight mu of the SINR barrier in the loss (004 eq. (25); not given there)."),
-    margin_db: float = typer.Option(1.0, "--margin-db", help="Training margin (dB) on Gamma0 inside the barrier."),
-    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="Learning-rate schedule: cosine (decay to 1 %) or constant."),
+    mu: float = typer.Option(0.1, "--mu", help="zhao: weight mu of the SINR barrier in the loss (004 eq. (25); not given there)."),
+    margin_db: float = typer.Option(1.0, "--margin-db", help="zhao: training margin (dB) on Gamma0 inside the barrier."),
+    lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="zhao: learning-rate schedule: cosine (decay to 1 %) or constant."),
+    power_dbm: float = typer.Option(20.0, "--power-dbm", help="lian: per-BS budget P_n (dBm) of the samples."),
+    gamma_over_floor: float = typer.Option(2.0, "--gamma-over-floor", help="lian: SPEB threshold gamma / SPEB floor."),
+    csi_snr_db: Optional[str] = typer.Option(
+        None, "--csi-snr-db", help="lian: noisy CSI inputs: one SNR (dB) or LO,HI (an integer SNR per sample, uniform). "
+                                   "[default: exact CSI]"),
+    position_error: Optional[str] = typer.Option(
+        None, "--position-error", help="lian: target position error A,B (m): |error| ~ U[A, B) per axis. [default: exact]"),
+    speb_margin: float = typer.Option(0.1, "--speb-margin", help="lian: the SPEB hinge of the loss uses gamma (1 - margin)."),
+    device: str = typer.Option("cpu", "--device", help="lian: torch device for training (cpu or cuda)."),
+    full: bool = typer.Option(False, "--full", help="lian: 002's protocol (U = 9 layers up to width 512, 4000 samples, "
+                                                    "800 epochs; meant for a GPU) instead of the reduced one."),
     quick: bool = typer.Option(False, "--quick", help="A tiny run (for tests and smoke checks)."),
 ):
     """Train a learned beamformer; the checkpoint stores its training config, seed and scores."""
+    if target.startswith("lian-"):
+        from isac.learning.lian_train import checkpoint_name, cli_config
+        from isac.learning.lian_train import train as train_lian
+
+        try:
+            cfg = cli_config(target, full=full, quick=quick, epochs=epochs, samples=samples, seed=seed, lr=lr,
+                             threads=threads, power_dbm=power_dbm, gamma_over_floor=gamma_over_floor,
+                             csi_snr_db=csi_snr_db, position_error=position_error, device=device,
+                             speb_margin=speb_margin)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        path = out or Path(checkpoint_name(cfg))
+        with _progress_bar(True) as factory:
+            train_lian(cfg, path, echo=typer.echo, progress=factory(f"{target} epochs"))
+        return
     from isac.learning.train import TrainConfig, default_sizes, target_set_tag, train
 
     kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
     if target not in kinds:
-        raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)})")
+        raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)}, lian-lhgnn, "
+                        "lian-lhgnn-noatt, lian-homognn, lian-cnn)")
     angles = None
     if target_angles is not None:
         try:

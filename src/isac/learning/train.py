@@ -279,9 +279,13 @@ def batch_instances(instances: list[BeampatternSinrInstance]) -> ZhaoData:
     )
 
 
-def split_seed_start(seed: int) -> int:
-    """First ``make_zhao`` seed of the training split for config ``seed`` (62-bit, from a SeedSequence)."""
-    state = np.random.SeedSequence([int(seed), 0x2A0004]).generate_state(2, np.uint32)
+ZHAO_SEED_TAG = 0x2A0004
+"""Mixed into the SeedSequence of :func:`split_seed_start` (other learned systems pass their own tag)."""
+
+
+def split_seed_start(seed: int, tag: int = ZHAO_SEED_TAG) -> int:
+    """First sample seed of the training split for config ``seed`` (62-bit, from a SeedSequence of (seed, tag))."""
+    state = np.random.SeedSequence([int(seed), int(tag)]).generate_state(2, np.uint32)
     return (int(state[0]) << 30) | (int(state[1]) >> 2)
 
 
@@ -449,10 +453,7 @@ def train(
             "isac_version": isac.__version__,
             "torch_version": str(torch.__version__),
         }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
+        write_checkpoint(payload, out)
         if echo:
             echo(f"saved {out}: val MSE {best[2]['mse']:.4f} ({best[2]['feasible_pct']:.1f}% feasible), "
                  + (f"test MSE {test['mse']:.4f} ({test['feasible_pct']:.1f}% feasible)" if test else "no test split"))
@@ -464,8 +465,21 @@ def train(
 # --- checkpoints ------------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint payload (validated header and config), or :class:`CheckpointError`."""
+def write_checkpoint(payload: dict[str, Any], out_path: str | os.PathLike) -> None:
+    """``torch.save`` a checkpoint payload atomically (temporary file, then rename; parent folders created)."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out)
+
+
+def read_payload(path: str | os.PathLike, fmt: str, what: str,
+                 required: tuple[str, ...] = ("kind", "config", "state_dict")) -> dict[str, Any]:
+    """Load a checkpoint dict (``weights_only``) and check its ``format`` and ``required`` keys.
+
+    Raises :class:`CheckpointError` (one line naming the file) for a missing, truncated or foreign
+    file; ``what`` names the expected model in the message (e.g. "isac zhao model")."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
@@ -474,12 +488,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as e:  # truncated zip, pickle rejected by weights_only, not a torch file, ...
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{p}: not a readable torch checkpoint ({type(e).__name__}: {first[:160]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{p}: not an isac zhao model (format {got!r}, expected {CHECKPOINT_FORMAT!r})")
-    for key in ("kind", "config", "state_dict"):
+        raise CheckpointError(f"{p}: not an {what} (format {got!r}, expected {fmt!r})")
+    for key in required:
         if key not in payload:
             raise CheckpointError(f"{p}: checkpoint has no {key!r} entry")
+    return payload
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint payload (validated header and config), or :class:`CheckpointError`."""
+    p = Path(path)
+    payload = read_payload(p, CHECKPOINT_FORMAT, "isac zhao model")
     try:
         config = TrainConfig.from_dict(dict(payload["config"]))
     except (TypeError, ValueError) as e:
@@ -510,6 +531,6 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, TrainConf
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CheckpointError", "TrainConfig", "ZhaoData", "batch_instances", "build_model",
-    "evaluate_model", "load_checkpoint", "make_dataset", "read_checkpoint", "split_seeds", "target_set_tag",
-    "target_steering", "train",
+    "evaluate_model", "load_checkpoint", "make_dataset", "read_checkpoint", "read_payload", "split_seed_start",
+    "split_seeds", "target_set_tag", "target_steering", "train", "write_checkpoint",
 ]

@@ -121,13 +121,14 @@ def fcnn(sizes: list[int], final_activation: bool = True) -> nn.Sequential:
 
 
 def reset_parameters(model: nn.Module, generator: torch.Generator) -> None:
-    r"""Re-draw every ``nn.Linear`` from ``generator``: weight and bias
-    :math:`\sim\mathcal U(-1/\sqrt{n_\text{in}}, 1/\sqrt{n_\text{in}})`, the range of PyTorch's default
-    initialisation, but reproducible without touching the global random state."""
+    r"""Re-draw every ``nn.Linear`` and ``nn.Conv2d`` from ``generator``: weight and bias
+    :math:`\sim\mathcal U(-1/\sqrt{n_\text{in}}, 1/\sqrt{n_\text{in}})` (:math:`n_\text{in}` = fan-in: input
+    features, or input channels x kernel size), the range of PyTorch's default initialisation, but
+    reproducible without touching the global random state. Other modules (e.g. LayerNorm) keep theirs."""
     with torch.no_grad():
         for mod in model.modules():
-            if isinstance(mod, nn.Linear):
-                bound = 1.0 / math.sqrt(mod.in_features)
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                bound = 1.0 / math.sqrt(mod.weight[0].numel())
                 mod.weight.copy_(torch.rand(mod.weight.shape, generator=generator) * (2 * bound) - bound)
                 if mod.bias is not None:
                     mod.bias.copy_(torch.rand(mod.bias.shape, generator=generator) * (2 * bound) - bound)

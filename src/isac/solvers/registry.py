@@ -24,6 +24,7 @@ _SOLVER_MODULES = (
     "isac.solvers.xu_penalty",
     "isac.solvers.lian_sca",
     "isac.solvers.lian_pdpg",
+    "isac.solvers.lian_learned",
 )
 
 
