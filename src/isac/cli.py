@@ -450,7 +450,7 @@ def bench_cmd(
         from isac.experiments.bench_lian import LIAN_COLUMNS, bench_lian
 
         rows = bench_lian(powers_dbm=(20.0,) if quick else (10.0, 20.0, 30.0), instances=2 if quick else instances,
-                          slow_instances=0 if quick else None, echo=typer.echo)
+                          slow_instances=0 if quick else None, large_batch=256 if quick else 1000, echo=typer.echo)
         title = ("002 solvers on `lian` (gamma = 2x SPEB floor): time per instance, sum rate and share meeting "
                  "gamma, same instances, single and batched")
         typer.echo(f"wrote {write_report(rows, out, title, LIAN_COLUMNS)}")

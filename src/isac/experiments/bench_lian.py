@@ -19,22 +19,29 @@ from typing import Any
 
 LIAN_METHODS = ("sca-sdr", "pdpg", "lhgnn", "lhgnn-noatt", "homognn", "cnn")
 SINGLE_ONLY = ("sca-sdr",)
+LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
 """Methods timed one instance at a time only (slow references)."""
 
 LIAN_COLUMNS = [("p_max_dbm", "P_n [dBm]", "{:g}"), ("method", "method", "{}"), ("mode", "mode", "{}"),
-                ("instances", "instances", "{}"), ("time_s", "time / instance [s]", "{:.3g}"),
+                ("instances", "instances", "{}"), ("time_s", "wall / instance [s]", "{:.3g}"),
+                ("solver_s", "solver time / instance [s]", "{:.3g}"),
                 ("sum_rate_bps_hz", "mean sum rate [bit/s/Hz]", "{:.4g}"), ("meets_gamma", "meets gamma", "{:.0%}"),
-                ("statuses", "statuses", "{}")]
+                ("speedup", "pdpg single solver time / this", "{:.3g}"), ("statuses", "statuses", "{}")]
 
 
 def bench_lian(powers_dbm: Sequence[float] = (10.0, 20.0, 30.0), instances: int = 3,
                methods: Sequence[str] = LIAN_METHODS, gamma_over_floor: float = 2.0,
                slow_instances: int | None = None, options: dict[str, dict[str, Any]] | None = None,
-               echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+               large_batch: int = 0, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Rows ``{p_max_dbm, method, mode, instances, seeds, time_s, sum_rate_bps_hz, meets_gamma, statuses}``.
 
     ``slow_instances``: how many of the instances the :data:`SINGLE_ONLY` methods run (None: all, 0: skip them).
     ``options``: solver options per method name (e.g. ``{"pdpg": {"max_iterations": 50}}``).
+    ``large_batch``: also time the learned methods (:data:`LEARNED`) on that many further draws in one
+    batch (mode ``batched-B``; a GPU-sized batch shows their per-instance cost without the fixed
+    overhead of a call), with ``speedup`` = pdpg's single solver time per instance / theirs. The wall time
+    per instance includes the metrics package's evaluation of every Result (~1-2 ms per instance on one
+    thread); ``solver_s`` is the solver's own time (``Result.time_s``: a batch's time shared equally).
     """
     from isac.scenario.problems import make_preset
     from isac.solvers.base import one_thread
@@ -59,6 +66,19 @@ def bench_lian(powers_dbm: Sequence[float] = (10.0, 20.0, 30.0), instances: int 
                     row = _run(solver, subset, mode)
                     row.update(p_max_dbm=float(p), method=m)
                     rows.append(row)
+                if large_batch and m in LEARNED and hasattr(solver, "solve_batch"):
+                    many = [make_preset("coop-localization", "lian", instances + seed, p_max_dbm=float(p),
+                                        gamma_over_floor=float(gamma_over_floor)) for seed in range(large_batch)]
+                    solver.solve_batch(many[:2])  # load the model outside the timing
+                    row = _run(solver, many, "batched")
+                    row.update(p_max_dbm=float(p), method=m, mode=f"batched-{large_batch}",
+                               seeds=[instances, instances + large_batch - 1])
+                    rows.append(row)
+            ref = next((r["solver_s"] for r in rows if r["method"] == "pdpg" and r["mode"] == "single"
+                        and r["p_max_dbm"] == float(p)), None)
+            for r in rows:
+                if r["p_max_dbm"] == float(p) and ref and r.get("solver_s"):
+                    r["speedup"] = ref / r["solver_s"]
                     rate = row["sum_rate_bps_hz"]
                     echo(f"P={p:g} dBm {m} ({mode}): {row['time_s']:.3g} s/instance, sum rate "
                          f"{'-' if rate is None else f'{rate:.4g}'}, meets gamma {row['meets_gamma']:.0%}, "
@@ -87,6 +107,7 @@ def _run(solver, insts, mode: str) -> dict[str, Any]:
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     if errors:
         statuses = "; ".join([s for s in [statuses] if s] + [f"error ({len(errors)}x): {errors[0]}"])
-    return {"mode": mode, "instances": len(insts), "seeds": list(range(len(insts))), "time_s": dt,
+    solver_s = sum(float(r.time_s) for r in results) / len(results) if results else None
+    return {"mode": mode, "instances": len(insts), "seeds": list(range(len(insts))), "time_s": dt, "solver_s": solver_s,
             "sum_rate_bps_hz": sum(rates) / len(rates) if rates else None,
             "meets_gamma": sum(bool(r.feasible) for r in results) / len(insts), "statuses": statuses}
