@@ -115,12 +115,12 @@ def test_theorem_1_extraction_keeps_power_crlb_and_every_sinr(inst):
     S, K = inst.num_bs, inst.num_users
     raw_cov = Wm.sum(1) + R
     new_cov = np.einsum("snk,smk->snm", beams, beams.conj()) + Rs
-    assert np.abs(new_cov - raw_cov).max() <= 1e-12 * np.abs(raw_cov).max()
+    assert np.abs(new_cov - raw_cov).max() <= 1e-10 * np.abs(raw_cov).max()  # round-off of the rank-one products
     for s in range(S):
         assert np.linalg.eigvalsh(0.5 * (Rs[s] + Rs[s].conj().T))[0] >= -1e-12 * P
     sol = {"receiver": torch.tensor(r), "W": torch.as_tensor(beams), "Rs": torch.as_tensor(Rs)}
     m = evaluate(inst, sol)
-    assert math.isclose(m["total_power_w"], float(np.trace(raw_cov, axis1=1, axis2=2).real.sum()), rel_tol=1e-12)
+    assert math.isclose(m["total_power_w"], float(np.trace(raw_cov, axis1=1, axis2=2).real.sum()), rel_tol=1e-10)
     raw_sinr = _sinr_from_matrices(inst, Wm, R, assoc)
     np.testing.assert_allclose(10 ** (np.array(m["sinr_db"]) / 10), raw_sinr, rtol=1e-9)
     raw_crlb = float(xu_crlb(inst.array, inst.bs_positions_m, inst.array_axes, inst.target_position_m, inst.alpha,
