@@ -38,10 +38,10 @@ protocol (default; what the shipped weights use) keeps the architecture types, t
 with weight decay 5e-4 but shrinks everything so that one model trains in 1-3 minutes on one CPU
 thread (:data:`REDUCED`): U = 4 GNN layers of widths [64, 64, 64, 2L], FC hidden 64, 2000 / 200 / 500
 samples, 25 epochs, batch 16, lr 1e-3 with a cosine decay to 1 %. The SPEB weight
-:math:`\rho_1 = 0.8 e` then only reaches 20 (800 epochs: 640); with the 10 % margin the reduced models
-still meet :math:`\gamma` on 96-100 % of the test samples. Measured per-epoch times (one thread:
-reduced ~5 s LHGNN, ~3 s Homo GNN, ~2.3 s CNN; full LHGNN ~50 s, i.e. ~11 h for 800 epochs) are in
-the weights README (``isac/learning/weights/README.md``) and in every checkpoint (``timing``).
+:math:`\rho_1 = 0.8 e` then only reaches 20 (800 epochs: 640); with the 10 % margin the reduced
+models still meet :math:`\gamma` on 92-100 % of the test samples (the robust Homo GNN needed a 20 %
+margin). Measured per-epoch times (one thread: reduced ~5.3 s LHGNN, ~3 s Homo GNN, ~2.2 s CNN; full
+LHGNN 46.6 s, i.e. ~10 h for 800 epochs) are in the weights README (``isac/learning/weights/README.md``) and in every checkpoint (``timing``).
 
 **Model selection.** Validation after every ``validate_every`` epochs; the kept weights are those with
 the highest score = validation mean sum rate - ``select_penalty`` (1 bit/s/Hz) per percentage point by
