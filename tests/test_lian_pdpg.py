@@ -98,8 +98,9 @@ def test_feasible_on_lian_at_20dbm():
 
 
 def test_single_equals_batched():
-    insts = [small_preset(0), small_preset(1, p_max_dbm=30.0), small_preset(2, gamma_over_floor=4.0)]
-    solver = pdpg(max_iterations=120, starts=7)
+    # different powers and thresholds; the unconstrained one stops early, so the batch shrinks on the way
+    insts = [lian_preset(0), lian_preset(1, p_max_dbm=30.0), lian_preset(2, gamma_over_floor=1e6, p_max_dbm=10.0)]
+    solver = pdpg(max_iterations=150, starts=7)
     batched = solver.solve_batch(insts)
     for inst, rb in zip(insts, batched):
         rs = solver.solve(inst)
@@ -108,6 +109,7 @@ def test_single_equals_batched():
         assert torch.allclose(rs.solution["W"], rb.solution["W"], rtol=0, atol=1e-9 * float(rs.solution["W"].abs().max()))
         assert rs.metrics["sum_rate_bps_hz"] == pytest.approx(rb.metrics["sum_rate_bps_hz"], abs=1e-9)
         assert rb.timings["batched"] == 1.0
+    assert batched[2].status is Status.CONVERGED and batched[2].iterations < 150
 
 
 def test_deterministic_under_a_seed():
@@ -204,7 +206,7 @@ def test_info_trace_and_default():
     assert default_solver("coop-localization") == "pdpg"
 
 
-@pytest.mark.parametrize("options", [{"starts": "0"}, {"nope": 1}, {"momentum": "1.5"}, {"starts": "two"},
+@pytest.mark.parametrize("options", [{"starts": "0"}, {"nope": 1}, {"memory": "0"}, {"starts": "two"},
                                      {"margin": "-0.1"}, {"max_iterations": "0"}, {"tolerance": "2"}])
 def test_bad_options_are_one_line_errors(options):
     with pytest.raises(OptionError) as e:

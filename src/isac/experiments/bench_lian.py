@@ -19,8 +19,8 @@ from typing import Any
 
 LIAN_METHODS = ("sca-sdr", "pdpg", "lhgnn", "lhgnn-noatt", "homognn", "cnn")
 SINGLE_ONLY = ("sca-sdr",)
-LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
 """Methods timed one instance at a time only (slow references)."""
+LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
 
 LIAN_COLUMNS = [("p_max_dbm", "P_n [dBm]", "{:g}"), ("method", "method", "{}"), ("mode", "mode", "{}"),
                 ("instances", "instances", "{}"), ("time_s", "wall / instance [s]", "{:.3g}"),
@@ -77,12 +77,14 @@ def bench_lian(powers_dbm: Sequence[float] = (10.0, 20.0, 30.0), instances: int 
             ref = next((r["solver_s"] for r in rows if r["method"] == "pdpg" and r["mode"] == "single"
                         and r["p_max_dbm"] == float(p)), None)
             for r in rows:
-                if r["p_max_dbm"] == float(p) and ref and r.get("solver_s"):
+                if r["p_max_dbm"] != float(p):
+                    continue
+                if ref and r.get("solver_s"):
                     r["speedup"] = ref / r["solver_s"]
-                    rate = row["sum_rate_bps_hz"]
-                    echo(f"P={p:g} dBm {m} ({mode}): {row['time_s']:.3g} s/instance, sum rate "
-                         f"{'-' if rate is None else f'{rate:.4g}'}, meets gamma {row['meets_gamma']:.0%}, "
-                         f"{row['statuses']}")
+                rate = r["sum_rate_bps_hz"]
+                echo(f"P={p:g} dBm {r['method']} ({r['mode']}): {r['time_s']:.3g} s/instance, sum rate "
+                     f"{'-' if rate is None else f'{rate:.4g}'}, meets gamma {r['meets_gamma']:.0%}, "
+                     f"{r['statuses']}")
     return rows
 
 
