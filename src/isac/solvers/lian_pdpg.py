@@ -270,9 +270,9 @@ def _plan(insts: Sequence[CoopLocalizationInstance], margin: float) -> _Plan:
     gamma = torch.tensor([inst.speb_max_m2 for inst in insts], dtype=torch.float64)[:, None]
     basis_h = fim_map = fim_map_t = engine = None
     if first.speb_model == "exact":
-        theta, beta = target_angles(bs, target)
-        a, da_t, da_b = first.array.steering_and_derivatives(theta, beta)  # [B, N, L]
-        basis = torch.linalg.qr(torch.stack([a, da_t, da_b], dim=-1)).Q  # [B, N, L, 3]
+        from isac.metrics.bounds.lian_floor import fim_transmit_basis
+
+        basis = fim_transmit_basis(first.array, bs, target)  # [B, N, L, 3]
         d = lian_derivatives(first.array, bs, target, alpha)
         fim_map_t = reduced_fim_map(d, basis, 2.0 * first.snapshots / first.noise_sense_w).contiguous()
         fim_map = fim_map_t.transpose(-2, -1).contiguous()

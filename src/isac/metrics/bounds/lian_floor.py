@@ -122,11 +122,8 @@ def speb_floor(inst, *, solver: str = "SCS", cache: bool = True) -> SpebFloor:
     """
     p = inst.p_max_w
     p_ref = float(p.max())
-    a = inst.alpha
-    amp = float(a.abs().max())
-    # the floor of (inst) = unit floor * noise / (snapshots * p_ref * amp^2)
-    factor = inst.noise_sense_w / (inst.snapshots * p_ref * amp**2)
-    key = _key(inst.array, inst.bs_positions_m, inst.target_position_m, a, (p / p_ref).tolist())
+    factor = speb_scale(inst)  # the floor of inst = its unit problem's floor x factor
+    key = _key(inst.array, inst.bs_positions_m, inst.target_position_m, inst.alpha, (p / p_ref).tolist())
     hit, where = None, ""
     if cache:
         if key in _MEMORY:
@@ -167,6 +164,22 @@ def gamma_below_floor(inst) -> str | None:
         return (f"gamma = {inst.speb_max_m2:.6g} m^2 is below the SPEB floor {floor.speb_m2:.6g} m^2 "
                 f"(the least SPEB any beam reaches under the power budgets): problem (32) is infeasible")
     return None
+
+
+def fim_transmit_basis(array, bs_positions_m, target_position_m) -> torch.Tensor:
+    r"""Per-BS orthonormal bases ``[..., N, L, 3]`` of :math:`\{\mathbf a_n,\partial_\theta\mathbf a_n,\partial_\beta\mathbf a_n\}`.
+
+    Every transmit-side vector of 002's FIM derivatives lies in the span of their block-diagonal
+    stack, so the FIM sees a covariance only through its compression onto it (module docstring).
+    """
+    theta, beta = target_angles(bs_positions_m, target_position_m)
+    a, da_t, da_b = array.steering_and_derivatives(theta, beta)  # [..., N, L] each
+    return torch.linalg.qr(torch.stack([a, da_t, da_b], dim=-1)).Q
+
+
+def speb_scale(inst) -> float:
+    """SPEB of ``inst`` / SPEB of its unit problem (largest budget 1, max |alpha| 1, one snapshot, unit noise)."""
+    return inst.noise_sense_w / (inst.snapshots * float(inst.p_max_w.max()) * float(inst.alpha.abs().max()) ** 2)
 
 
 @dataclass(frozen=True)
@@ -218,10 +231,7 @@ def speb_sdp_model(inst) -> SpebSdpModel:
     # Every derivative's transmit side lies in span{e_n kron (a_n, da_n/dtheta, da_n/dbeta)}: the FIM sees
     # R only through B^H R B (B block-diagonal, orthonormal), and projecting R onto that span keeps the
     # FIM and lowers no BS's power. So R = B X B^H with X of size 3N (N x 3 per BS) loses nothing.
-    theta, beta = target_angles(bs, target)
-    a, da_t, da_b = array.steering_and_derivatives(theta, beta)  # [N, L] each
-    basis = torch.linalg.qr(torch.stack([a, da_t, da_b], dim=-1)).Q  # [N, L, 3]
-    B = torch.block_diag(*basis)  # [NL, 3N]
+    B = torch.block_diag(*fim_transmit_basis(array, bs, target))  # [NL, 3N]
     Cx = B.conj().T @ C @ B  # [P, P, 3N, 3N]
     nx = Cx.shape[-1]
     per_bs = nx // n
@@ -238,7 +248,7 @@ def speb_sdp_model(inst) -> SpebSdpModel:
         raise FloorError("SPEB floor: the isotropic reference covariance gives no finite SPEB (check the geometry)")
     return SpebSdpModel(
         B=B, A_re=Cs.real.reshape(num_p * num_p, nx * nx).numpy(), A_im=Cs.imag.reshape(num_p * num_p, nx * nx).numpy(),
-        Q=Q.numpy(), s_ref=s_ref, factor=inst.noise_sense_w / (inst.snapshots * p_ref * amp**2), p_ref=p_ref,
+        Q=Q.numpy(), s_ref=s_ref, factor=speb_scale(inst), p_ref=p_ref,
         p_ratio=p_ratio, num_bs=n, alpha_unit=alpha_unit,
     )
 
@@ -335,5 +345,5 @@ def _write_disk(key: str, hit: dict[str, Any]) -> None:
         pass  # a read-only home: the memory cache still serves this process
 
 
-__all__ = ["FLOOR_RTOL", "FloorError", "SpebFloor", "SpebSdpModel", "gamma_below_floor", "speb_floor", "speb_floor_m2",
-           "speb_lmis", "speb_sdp_model"]
+__all__ = ["FLOOR_RTOL", "FloorError", "SpebFloor", "SpebSdpModel", "fim_transmit_basis", "gamma_below_floor",
+           "speb_floor", "speb_floor_m2", "speb_lmis", "speb_scale", "speb_sdp_model"]
