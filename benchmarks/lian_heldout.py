@@ -21,7 +21,7 @@ import torch
 from isac.scenario.instances.coop_localization import lian_preset
 from isac.solvers.registry import get_solver, solvers_for
 
-LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
+LEARNED = ("lhgnn", "lhgnn-rzf", "lhgnn-noatt", "homognn", "cnn")
 
 
 def independent(inst, W: np.ndarray) -> tuple[float, float, bool]:

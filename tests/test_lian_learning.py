@@ -23,7 +23,7 @@ from isac.solvers.registry import get_solver
 
 SMALL = dict(widths=[16, 32], fc_hidden=16, cnn_channels=[8], cnn_hidden=[32])
 TINY = dict(SMALL, n_train=32, n_val=16, n_test=16, epochs=2, batch_size=16, threads=1, lr=1e-3)
-GNN_KINDS = ("lhgnn", "lhgnn-noatt", "homognn")
+GNN_KINDS = ("lhgnn", "lhgnn-noatt", "homognn", "lhgnn-rzf")
 
 
 @pytest.fixture(autouse=True)
@@ -217,6 +217,60 @@ def test_batched_equals_single(kind, data):
         torch.testing.assert_close(Wb[0], W[b], rtol=1e-5, atol=1e-6 * W[b].abs().max())
 
 
+def test_interference_projection_against_numpy():
+    """Each beam against its own least-squares formula written with NumPy, one beam at a time."""
+    import numpy as np
+
+    from isac.learning.lian import interference_projection
+
+    gen = torch.Generator().manual_seed(7)
+    b, n, length, k, z = 2, 3, 4, 5, 2
+    G = torch.randn(b, n, length, k, dtype=torch.complex128, generator=gen)
+    W = torch.randn(b, n, length, k + z, dtype=torch.complex128, generator=gen)
+    for mu in (0.7, 1e-9):
+        out = interference_projection(W, G, torch.tensor(mu, dtype=torch.float64)).numpy()
+        for i in range(b):
+            Gi, Wi = G[i].reshape(n * length, k).numpy(), W[i].reshape(n * length, k + z).numpy()
+            for s in range(k + z):
+                others = [j for j in range(k) if j != s]  # a sensing beam (s >= K) avoids every user
+                Go = Gi[:, others]
+                coef = np.linalg.solve(Go.conj().T @ Go + mu * np.eye(len(others)), Go.conj().T @ Wi[:, s])
+                np.testing.assert_allclose(out[i].reshape(n * length, k + z)[:, s], Wi[:, s] - Go @ coef,
+                                           rtol=0, atol=1e-9)
+                if mu < 1e-6:  # zero forcing: no leakage to the users the beam avoids
+                    leak = np.abs(Go.conj().T @ out[i].reshape(n * length, k + z)[:, s]).max()
+                    assert leak < 1e-7 * np.abs(Wi).max() * np.abs(Gi).max()
+
+
+def test_rzf_model_starts_near_zero_forcing_and_keeps_nulls(data):
+    """Untrained lhgnn-rzf: the most loaded BS at its budget, little leakage, rate near an independent RZF."""
+    from isac.learning.lian import uniform_power_scale
+
+    model = _model("lhgnn-rzf", seed=8)
+    model.log_mu.data.fill_(math.log(1e-8))
+    W = _out(model, data.H_in, data.A_in, data.truth.p_max_w, data.noise_w)
+    power = (W.abs() ** 2).sum(dim=(-2, -1))
+    torch.testing.assert_close(power.amax(1), data.truth.p_max_w.amax(1), rtol=1e-12, atol=0)
+    Hs = data.H_in.reshape(len(data), -1, 5)
+    G = (Hs.mH @ W.reshape(len(data), -1, 6)).abs() ** 2  # [B, K users, K+1 beams]
+    off = G.clone()
+    off[:, range(5), range(5)] = 0
+    assert float((off.sum(-1) / G[:, range(5), range(5)]).max()) < 1e-6
+    # independent reference: ZF by the pseudo-inverse, equal column norms, one common scale
+    J = Hs @ torch.linalg.inv(Hs.mH @ Hs)
+    J = (J / J.norm(dim=1, keepdim=True)).reshape(len(data), 3, 16, 5)
+    ref = uniform_power_scale(torch.cat([J, torch.zeros_like(J[..., :1])], -1), data.truth.p_max_w)
+    r_model = objective_terms_batch(data, W)
+    r_ref = objective_terms_batch(data, ref)
+    assert float((r_model / r_ref).min()) > 0.8
+
+
+def objective_terms_batch(data, W):
+    from isac.metrics.problems.coop_localization import batch_terms
+
+    return batch_terms(data.truth, W)["sum_rate_bps_hz"]
+
+
 # --- loss -----------------------------------------------------------------------------------------
 
 
@@ -377,7 +431,7 @@ def test_shipped_checkpoints():
         assert path.name == ll_name(cfg) and payload["data_version"] == DATA_VERSION
         assert payload["test"]["n"] >= 100 and cfg.threads == 1
         load_checkpoint(path)
-    assert kinds == {"lhgnn", "lhgnn-noatt", "homognn", "cnn"}
+    assert kinds == {"lhgnn", "lhgnn-noatt", "homognn", "cnn", "lhgnn-rzf"}
     res = get_solver("coop-localization", "lhgnn").solve(lian_preset(0))  # default: the shipped 20 dBm model
     assert res.info["checkpoint"] == "lian-lhgnn-20dBm-g2.pt" and "checkpoint_note" not in res.info
 
@@ -392,6 +446,62 @@ def test_solver_registry_names():
     from isac.solvers.registry import solvers_for
 
     avail = solvers_for("coop-localization")
-    assert {"lhgnn", "lhgnn-noatt", "homognn", "cnn"} <= set(avail)
-    assert avail["lhgnn"] is ll.LianLhgnn
+    assert {"lhgnn", "lhgnn-noatt", "homognn", "cnn", "lhgnn-rzf"} <= set(avail)
+    assert avail["lhgnn"] is ll.LianLhgnn and avail["lhgnn-rzf"] is ll.LianLhgnnRzf
     assert COMM_EDGE_TYPES == ("bs-cc", "ue", "bs-cs") and SENSE_EDGE_TYPES == ("bs-ss", "tgt", "bs-sc")
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "lian-lhgnn-rzf-20dBm-g2.pt").is_file(), reason="no shipped lhgnn-rzf weights")
+def test_shipped_rzf_model_against_pdpg_rechecked_independently():
+    """Held-out draws at 20 dBm: the shipped lhgnn-rzf within 0.85x pdpg's mean sum rate, its beams inside
+    every budget and mostly meeting gamma -- rates, SPEB and power recomputed by benchmarks/lian_heldout.py."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lian_heldout.py"
+    spec = importlib.util.spec_from_file_location("lian_heldout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    insts = [lian_preset(910_000 + i) for i in range(8)]
+    rzf = get_solver("coop-localization", "lhgnn-rzf").solve_batch(insts)
+    ref = get_solver("coop-localization", "pdpg").solve_batch(insts)
+    assert rzf[0].info["checkpoint"] == "lian-lhgnn-rzf-20dBm-g2.pt"
+    checked = [module.independent(inst, r.solution["W"].numpy()) for inst, r in zip(insts, rzf)]
+    assert all(power_ok for _, _, power_ok in checked)
+    meets = [speb <= inst.speb_max_m2 * (1 + 1e-4) for inst, (_, speb, _) in zip(insts, checked)]
+    assert [r.feasible for r in rzf] == meets and sum(meets) >= 6
+    rate_rzf = sum(rate for rate, _, _ in checked) / len(insts)
+    rate_pdpg = sum(module.independent(inst, r.solution["W"].numpy())[0] for inst, r in zip(insts, ref)) / len(insts)
+    assert rate_rzf >= 0.85 * rate_pdpg
+
+
+def test_speb_function_equals_the_engine(insts):
+    from isac.metrics.bounds.lian import lian_speb, lian_speb_function
+    from isac.metrics.problems.coop_localization import CoopBatch
+
+    view = CoopBatch.from_instances(insts, estimates=True)
+    W = torch.randn(len(insts), 3, 16, 6, dtype=torch.complex128, generator=torch.Generator().manual_seed(3)) * 0.05
+    for model in ("exact", "eq20"):
+        f = lian_speb_function(view.array, view.bs_positions_m, view.target_position_m, view.alpha,
+                               view.snapshots, view.noise_sense_w, model=model)
+        ref = lian_speb(view.array, view.bs_positions_m, view.target_position_m, view.alpha, W, view.snapshots,
+                        view.noise_sense_w, model=model)
+        torch.testing.assert_close(f(W), ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "lian-lhgnn-rzf-20dBm-g2.pt").is_file(), reason="no shipped lhgnn-rzf weights")
+def test_rzf_speb_guard():
+    """The guard's beams meet gamma (evaluator) with t in (0, 1] where the plain output does, at a rate
+    no lower; an instance no t can fix (gamma just above the floor) gets the plain output, INFEASIBLE."""
+    insts = [lian_preset(920_000 + i) for i in range(6)]
+    guarded = get_solver("coop-localization", "lhgnn-rzf").solve_batch(insts)
+    plain = get_solver("coop-localization", "lhgnn-rzf", {"guard": False}).solve_batch(insts)
+    for g, p in zip(guarded, plain):
+        assert g.status == Status.CONVERGED and g.feasible and g.metrics["speb_over_gamma"] <= 1 - 1e-3 + 1e-9
+        assert "guard_t" not in p.info and p.options["guard"] is False
+        if p.feasible:
+            assert 0 < g.info["guard_t"] <= 1.0
+            assert g.metrics["sum_rate_bps_hz"] >= p.metrics["sum_rate_bps_hz"] - 1e-9
+    tight = lian_preset(920_000, gamma_over_floor=1.01)
+    res = get_solver("coop-localization", "lhgnn-rzf").solve(tight)
+    assert res.status == Status.INFEASIBLE and res.info["guard_t"] == 1.0

@@ -476,7 +476,8 @@ def bench_cmd(
 @app.command("train")
 def train_cmd(
     target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN), zhao-dnn (its DNN benchmark), "
-                                           "lian-lhgnn (002's LHGNN), lian-lhgnn-noatt, lian-homognn or lian-cnn."),
+                                           "lian-lhgnn (002's LHGNN), lian-lhgnn-noatt, lian-homognn, lian-cnn "
+                                           "or lian-lhgnn-rzf (LHGNN + zero-forcing output layer, ours)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt "
                                                           "or lian-KIND-<P>dBm-g<gamma/floor>[-robust].pt]."),
     users: int = typer.Option(2, "--users", help="zhao: number of users L of the training samples."),
@@ -532,7 +533,7 @@ def train_cmd(
     kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
     if target not in kinds:
         raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)}, lian-lhgnn, "
-                        "lian-lhgnn-noatt, lian-homognn, lian-cnn)")
+                        "lian-lhgnn-noatt, lian-homognn, lian-cnn, lian-lhgnn-rzf)")
     angles = None
     if target_angles is not None:
         try:

@@ -17,10 +17,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-LIAN_METHODS = ("sca-sdr", "pdpg", "lhgnn", "lhgnn-noatt", "homognn", "cnn")
+LIAN_METHODS = ("sca-sdr", "pdpg", "lhgnn", "lhgnn-noatt", "homognn", "cnn", "lhgnn-rzf")
 SINGLE_ONLY = ("sca-sdr",)
 """Methods timed one instance at a time only (slow references)."""
-LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
+LEARNED = ("lhgnn", "lhgnn-noatt", "homognn", "cnn", "lhgnn-rzf")
 
 LIAN_COLUMNS = [("p_max_dbm", "P_n [dBm]", "{:g}"), ("method", "method", "{}"), ("mode", "mode", "{}"),
                 ("instances", "instances", "{}"), ("time_s", "wall / instance [s]", "{:.3g}"),

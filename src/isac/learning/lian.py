@@ -66,6 +66,13 @@ Choices where 002 is silent (also in the weights README):
 features, but one node type and one edge type: per layer one f1..f4 and one LayerNorm shared by all
 nodes (attention over all K+N+Z-2 neighbours), one shared FC head for comm and sensing nodes.
 
+**LHGNN with an RZF output layer** (``lhgnn-rzf``, ours, :class:`LHGNNRZF`): the LHGNN's graph,
+layers and heads, with the output (50) replaced by a model-based layer -- a skip term along each
+user's own channel, a regularised projection of every beam away from the users it must not reach
+(:func:`interference_projection`) and one power factor common to all BSs
+(:func:`uniform_power_scale`). Not 002's method; added because at our training budget 002's output
+layer learns matched-filter-like beams (see the weights README).
+
 **Naive CNN** (Benchmark 3), :class:`LianCNN`: the same node features laid out as an image with
 2L channels on the N x (K+Z) grid of links (row n = BS, columns = users then targets);
 ``Conv2d(3x3, padding 1) + ReLU`` layers, flatten, fully connected ``ReLU`` hidden layers and a
@@ -91,7 +98,7 @@ COMM_EDGE_TYPES = ("bs-cc", "ue", "bs-cs")
 SENSE_EDGE_TYPES = ("bs-ss", "tgt", "bs-sc")
 """Edge types whose centre is a sensing-link node (eqs. (38)-(40))."""
 EDGE_TYPES = COMM_EDGE_TYPES + SENSE_EDGE_TYPES
-KINDS = ("lhgnn", "lhgnn-noatt", "homognn", "cnn")
+KINDS = ("lhgnn", "lhgnn-noatt", "homognn", "cnn", "lhgnn-rzf")
 
 
 def paper_widths(num_antennas: int) -> list[int]:
@@ -373,7 +380,12 @@ class _LianNet(nn.Module):
         graph = lian_graph(n, k, A.shape[-1])
         comm, sense = self.node_outputs(c0, s0, graph)
         p = _per_bs(p_max_w, b, n, "p_max_w").to(H.device)
-        return assemble_beams(comm, sense, n, p)
+        return self.output_layer(comm, sense, c0, s0, p)
+
+    def output_layer(self, comm: torch.Tensor, sense: torch.Tensor, c0: torch.Tensor, s0: torch.Tensor,
+                     p_max_w: torch.Tensor) -> torch.Tensor:
+        """Node outputs -> beams meeting (32b): 002's eq. (50) (:func:`assemble_beams`)."""
+        return assemble_beams(comm, sense, p_max_w.shape[1], p_max_w)
 
     def node_outputs(self, c0: torch.Tensor, s0: torch.Tensor, graph: LianGraph) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -465,8 +477,109 @@ class LianCNN(_LianNet):
         return out[:, :, :k].reshape(b, n * k, two_l), out[:, :, k:].reshape(b, n * z, two_l)
 
 
+def _complex_nodes(o: torch.Tensor, num_bs: int) -> torch.Tensor:
+    """``[B, N*X, 2L]`` real node vectors (node n*X + x) -> ``[B, N, L, X]`` complex128."""
+    b, _, two_l = o.shape
+    o = o.to(REAL)
+    z = torch.complex(o[..., :two_l // 2], o[..., two_l // 2:])
+    return z.reshape(b, num_bs, -1, two_l // 2).transpose(-2, -1)
+
+
+def interference_projection(W: torch.Tensor, G: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    r"""Regularised projection of every beam away from the users it must not reach (joint over the N BSs).
+
+    ``W [B, N, L, K+Z]`` raw beams, ``G [B, N, L, K]`` the (scaled) channels, ``mu`` a positive scalar
+    tensor. With :math:`\mathbf g_j\in\mathbb C^{NL}` the stacked channel of user j and
+    :math:`\mathbf G_{\mathcal S}` the columns in :math:`\mathcal S`, beam s becomes
+    :math:`\mathbf w_s-\mathbf G_{\mathcal S}(\mathbf G_{\mathcal S}^H\mathbf G_{\mathcal S}+\mu\mathbf I)^{-1}
+    \mathbf G_{\mathcal S}^H\mathbf w_s` with :math:`\mathcal S` = every user but k for user beam k and
+    every user for a sensing beam. As :math:`\mu\to0` this is the orthogonal projection onto the null
+    space of those users (zero forcing); one masked K x K solve per beam, all beams and samples batched."""
+    b, n, length, k = G.shape
+    s = W.shape[-1]
+    Gs = G.reshape(b, n * length, k)
+    Ws = W.reshape(b, n * length, s)
+    mask = torch.ones(s, k, dtype=REAL, device=W.device)
+    mask[torch.arange(k), torch.arange(k)] = 0.0  # user beam k keeps its own user
+    gram = Gs.mH @ Gs  # [B, K, K]
+    M = gram[:, None] * (mask[:, :, None] * mask[:, None, :]) + mu * torch.eye(k, dtype=REAL, device=W.device)
+    c = (Gs.mH @ Ws).transpose(1, 2) * mask  # [B, S, K]
+    y = torch.linalg.solve(M, c.unsqueeze(-1)).squeeze(-1) * mask
+    return (Ws - Gs @ y.transpose(1, 2)).reshape(b, n, length, s)
+
+
+def uniform_power_scale(W: torch.Tensor, p_max_w: torch.Tensor) -> torch.Tensor:
+    """One common factor for all BSs so that the most loaded BS is exactly at its budget (keeps every null)."""
+    p_hat = (W.real**2 + W.imag**2).sum(dim=(-2, -1))  # [B, N]
+    return W * (p_max_w / p_hat.clamp_min(1e-300)).amin(dim=1).sqrt()[:, None, None, None]
+
+
+def sizes_last(widths: list[int], num_antennas: int) -> int:
+    """Output width of the last GNN layer (the input width 2L when there are no layers)."""
+    return int(widths[-1]) if widths else 2 * int(num_antennas)
+
+
+class LHGNNRZF(LHGNN):
+    r"""``lhgnn-rzf``: 002's LHGNN (same graph, layers and heads) with a model-based output layer (ours).
+
+    002's output (50) leaves interference suppression to the network; the reduced-protocol LHGNN learns
+    beams close to matched filtering and reaches ~0.4-0.6x the optimised sum rate. Here the head's beam
+    of link (n, k) is added to a learned multiple of the user's own normalised joint channel
+    (:math:`\beta\,\mathbf g_{k,n}/\|\mathbf g_k\|`, the sensing beam likewise to
+    :math:`\beta_s\mathbf a_n/\sqrt N`), the joint beams are passed through
+    :func:`interference_projection` (regularisation :math:`\mu=e^{\theta}` in units of the scaled
+    features, learned), user k's beam is multiplied by a learned gain :math:`e^{\ell_k}` (one more output
+    of the comm head, :math:`\ell_k` = its mean over the N links of user k: power allocation, which the
+    projection alone does not learn easily at low SNR) and all beams are scaled by one common factor so
+    that the most loaded BS uses its full budget
+    (:func:`uniform_power_scale`; a per-BS factor as in (50) would undo the nulls). At initialisation
+    this is regularised zero forcing with equal per-user norms; training then moves the beams within the
+    users' null spaces to meet the SPEB. Still exactly user- and BS-permutation equivariant."""
+
+    def __init__(self, num_antennas: int, widths: list[int], fc_hidden: int):
+        super().__init__(num_antennas, widths, fc_hidden, attention=True)
+        self.log_mu = nn.Parameter(torch.zeros(()))
+        self.skip = nn.Parameter(torch.ones(2))
+        # the comm head's extra output is the log power gain of the link; user k's gain = mean over its N links
+        self.head_c = _head(sizes_last(widths, num_antennas), fc_hidden, 2 * self.num_antennas + 1)
+
+    def prepare(self, H: torch.Tensor, A: torch.Tensor, p_max_w, noise_w) -> tuple[torch.Tensor, ...]:
+        """The GNN part of :meth:`forward` (everything before the output layer), for :meth:`beams_at`."""
+        b, n, length, k = H.shape
+        if length != self.num_antennas:
+            raise ValueError(f"this model was built for L={self.num_antennas} antennas per BS, got L={length}")
+        c0, s0 = node_features(H, A, p_max_w, noise_w)
+        comm, sense = self.node_outputs(c0, s0, lian_graph(n, k, A.shape[-1]))
+        return comm, sense, c0, s0, _per_bs(p_max_w, b, n, "p_max_w").to(H.device)
+
+    def beams_at(self, prepared: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
+        """Beams with the heads' beam outputs scaled by ``t [B]`` (0: plain RZF, 1: :meth:`forward`).
+
+        The solver's SPEB guard (:mod:`isac.solvers.lian_learned`) searches ``t`` per instance."""
+        comm, sense, c0, s0, p = prepared
+        return self.output_layer(comm, sense, c0, s0, p, t)
+
+    def output_layer(self, comm, sense, c0, s0, p_max_w, t: torch.Tensor | None = None):
+        if t is not None:
+            tt = t.to(comm.dtype).reshape(-1, 1, 1)
+            comm = torch.cat([comm[..., :-1] * tt, comm[..., -1:]], dim=-1)
+            sense = sense * tt
+        n = p_max_w.shape[1]
+        g = _complex_nodes(c0, n)  # [B, N, L, K] = h sqrt(P_n) / sigma
+        a = _complex_nodes(s0, n)  # [B, N, L, Z], unit-modulus entries
+        g_norm = (g.real**2 + g.imag**2).sum(dim=(1, 2), keepdim=True).sqrt()
+        a_norm = (a.real**2 + a.imag**2).sum(dim=(1, 2), keepdim=True).sqrt()
+        b, k = g.shape[0], g.shape[-1]
+        log_gain = comm[..., -1].to(REAL).reshape(b, n, k).mean(1)  # [B, K]
+        raw_c = _complex_nodes(comm[..., :-1], n) + self.skip[0].to(REAL) * g / g_norm
+        raw_s = _complex_nodes(sense, n) + self.skip[1].to(REAL) * a / a_norm
+        W = interference_projection(torch.cat([raw_c, raw_s], dim=-1), g, self.log_mu.to(REAL).exp())
+        gain = torch.cat([log_gain.exp(), torch.ones(b, W.shape[-1] - k, dtype=REAL, device=W.device)], -1)
+        return uniform_power_scale(W * gain[:, None, None, :], p_max_w)
+
+
 __all__ = [
     "COMM_EDGE_TYPES", "EDGE_TYPES", "KINDS", "SENSE_EDGE_TYPES", "EdgeSet", "HetLayer", "HomoGNN", "HomoLayer",
-    "LHGNN", "LianCNN", "LianGraph", "assemble_beams", "lian_graph", "node_features", "paper_widths",
-    "power_normalise", "reset_parameters",
+    "LHGNN", "LHGNNRZF", "LianCNN", "LianGraph", "assemble_beams", "interference_projection", "lian_graph",
+    "node_features", "paper_widths", "power_normalise", "reset_parameters", "sizes_last", "uniform_power_scale",
 ]

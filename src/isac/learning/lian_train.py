@@ -79,7 +79,7 @@ import numpy as np
 import torch
 
 import isac
-from isac.learning.lian import KINDS, LHGNN, HomoGNN, LianCNN, paper_widths, reset_parameters
+from isac.learning.lian import KINDS, LHGNN, LHGNNRZF, HomoGNN, LianCNN, paper_widths, reset_parameters
 from isac.learning.train import LR_SCHEDULES, CheckpointError, lr_at, read_payload, split_seed_start, write_checkpoint
 from isac.metrics.bounds.lian import target_angles
 from isac.metrics.evaluate import POWER_RTOL
@@ -97,6 +97,9 @@ SNR_SEED_TAG = 0x5A2
 """Seeds the per-sample CSI SNR draw (``np.random.default_rng([sample seed, SNR_SEED_TAG])``)."""
 
 PROTOCOLS = ("reduced", "full")
+RZF_HEAD_INIT = 0.1
+"""``lhgnn-rzf``: the heads' last layer is drawn 10x smaller than PyTorch's range, so that the untrained
+model is close to the regularised zero forcing of its output layer (:class:`isac.learning.lian.LHGNNRZF`)."""
 
 REDUCED: dict[str, Any] = {
     "widths": [64, 64, 64, 32], "fc_hidden": 64, "cnn_channels": [64, 64], "cnn_hidden": [256],
@@ -121,7 +124,7 @@ class LianTrainConfig:
     """Everything that determines a trained 002 model (stored in the checkpoint).
 
     Attributes:
-        kind: "lhgnn", "lhgnn-noatt", "homognn" or "cnn" (:mod:`isac.learning.lian`).
+        kind: "lhgnn", "lhgnn-noatt", "homognn", "cnn" or "lhgnn-rzf" (ours) (:mod:`isac.learning.lian`).
         protocol: "reduced" or "full" (informative: which defaults the sizes came from).
         power_dbm: per-BS budget P_n of the samples (dBm). gamma_over_floor: gamma / SPEB floor.
         csi_snr_db: None (exact CSI), [s] (fixed SNR) or [lo, hi] (integer SNR per sample, uniform).
@@ -377,11 +380,18 @@ def build_model(config: LianTrainConfig, num_antennas: int = 16, num_bs: int = 3
         if config.kind in ("lhgnn", "lhgnn-noatt"):
             model: torch.nn.Module = LHGNN(num_antennas, config.widths, config.fc_hidden,
                                            attention=config.kind == "lhgnn")
+        elif config.kind == "lhgnn-rzf":
+            model = LHGNNRZF(num_antennas, config.widths, config.fc_hidden)
         elif config.kind == "homognn":
             model = HomoGNN(num_antennas, config.widths, config.fc_hidden)
         else:
             model = LianCNN(num_antennas, num_bs, config.num_users, 1, config.cnn_channels, config.cnn_hidden)
     reset_parameters(model, torch.Generator().manual_seed(int(config.seed)))
+    if isinstance(model, LHGNNRZF):
+        with torch.no_grad():  # start near the regularised zero forcing of its output layer
+            for head in (model.head_c, model.head_s):
+                head[-1].weight.mul_(RZF_HEAD_INIT)
+                head[-1].bias.mul_(RZF_HEAD_INIT)
     return model
 
 

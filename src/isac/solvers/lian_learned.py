@@ -1,4 +1,5 @@
-r"""Learned solvers of 002 (Lian et al.) for ``coop-localization``: ``lhgnn``, ``lhgnn-noatt``, ``homognn``, ``cnn``.
+r"""Learned solvers of 002 (Lian et al.) for ``coop-localization``: ``lhgnn``, ``lhgnn-noatt``, ``homognn``, ``cnn``,
+and ours, ``lhgnn-rzf`` (the LHGNN with a regularised-zero-forcing output layer).
 
 Each is one forward pass of a trained network (:mod:`isac.learning.lian`): the LHGNN with graph
 attention, the LHGNN without attention (Sec. IV-D), the homogeneous GNN and the naive CNN
@@ -36,6 +37,7 @@ import torch
 import isac.metrics.problems.coop_localization  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.learning.lian_train import LianTrainConfig, load_checkpoint, read_checkpoint, steering_inputs
 from isac.learning.train import CheckpointError
+from isac.metrics.bounds.lian import lian_speb_function
 from isac.metrics.problems.coop_localization import CoopBatch
 from isac.scenario.instances.coop_localization import PROBLEM, CoopLocalizationInstance
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
@@ -133,6 +135,62 @@ def _forward(model: torch.nn.Module, instances: Sequence[CoopLocalizationInstanc
     return W.to("cpu", COMPLEX)
 
 
+GUARD_STEPS = 8
+"""Bisection steps of the ``lhgnn-rzf`` SPEB guard (t to 2^-8 of its bracket)."""
+GUARD_BRACKETS = (1.0, 1.5, 2.0, 3.0)
+"""Upper ends tried, in order, until the guard finds one whose beams meet gamma."""
+GUARD_RTOL = 1e-3
+"""The guard aims at SPEB <= gamma (1 - GUARD_RTOL) on the solver's view."""
+
+
+@torch.no_grad()
+def _guarded_forward(model, instances: Sequence[CoopLocalizationInstance], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``lhgnn-rzf`` with its SPEB guard -> ``(W [B, N, L, K+1], t [B])``.
+
+    The network's correction to regularised zero forcing is scaled by t per instance
+    (:meth:`isac.learning.lian.LHGNNRZF.beams_at`): the rate falls and the SPEB falls as t grows from 0
+    (measured; the SPEB is not monotone far beyond t = 1). The guard takes the first t_hi of
+    :data:`GUARD_BRACKETS` whose beams meet :math:`\gamma(1-10^{-3})` on the solver's view (CSI estimate,
+    estimated target) and bisects [0, t_hi] for the least such t, keeping at every step the end that
+    meets it, so the returned beams always meet it there. With no such t_hi the plain output (t = 1) is
+    returned and reported INFEASIBLE when it misses gamma. One GNN pass; each step re-runs only the
+    output layer and the SPEB (batched)."""
+
+    view = CoopBatch.from_instances(list(instances), estimates=True)
+    A = steering_inputs(view)
+    noise = torch.tensor([i.noise_comm_w for i in instances], dtype=torch.float64)
+    prepared = model.prepare(view.H.to(device), A.to(device), view.p_max_w.to(device), noise.to(device))
+    b = len(instances)
+    speb_of = lian_speb_function(view.array, view.bs_positions_m, view.target_position_m, view.alpha,
+                                 view.snapshots, view.noise_sense_w, model=view.speb_model)
+    limit = view.speb_max_m2 * (1.0 - GUARD_RTOL)
+
+    def meets(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        W = model.beams_at(prepared, t.to(device)).to("cpu", COMPLEX)
+        speb = speb_of(W)
+        return W, torch.isfinite(speb) & (speb <= limit)
+
+    one = torch.ones(b, dtype=torch.float64)
+    hi = torch.full_like(one, float("nan"))
+    for t_hi in GUARD_BRACKETS:
+        todo = torch.isnan(hi)
+        if not bool(todo.any()):
+            break
+        _, ok = meets(one * t_hi)
+        hi = torch.where(todo & ok, one * t_hi, hi)
+    found = ~torch.isnan(hi)
+    hi = torch.where(found, hi, one)
+    lo = torch.zeros_like(one)
+    for _ in range(GUARD_STEPS):
+        mid = 0.5 * (lo + hi)
+        _, ok = meets(mid)
+        ok = ok & found
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(ok, lo, mid)
+    W, _ = meets(hi)
+    return W, hi
+
+
 @dataclass
 class _LianLearned(Solver):
     checkpoint: str = ""
@@ -198,10 +256,14 @@ class _LianLearned(Solver):
         self._model, _, self._info = self.resolve(instance)  # one-time loading stays out of time_s
         return super().solve(instance)
 
+    def _beams(self, model: torch.nn.Module, insts: Sequence[CoopLocalizationInstance]) -> tuple[torch.Tensor, list[dict]]:
+        """Beams ``W [B, N, L, K+1]`` for ``insts`` and per-instance extra ``info`` (none here: one forward pass)."""
+        return _forward(model, insts, self.device), [{} for _ in insts]
+
     def _solve(self, inst: CoopLocalizationInstance):
         assert self._model is not None
-        W = _forward(self._model, [inst], self.device)
-        self.record(info=self._info)
+        W, extra = self._beams(self._model, [inst])
+        self.record(info={**self._info, **extra[0]})
         return Status.CONVERGED, f"{self.kind} forward pass", {"W": W[0]}, [], 1
 
     def solve_batch(self, instances: Sequence[CoopLocalizationInstance]) -> list[Result]:
@@ -219,7 +281,7 @@ class _LianLearned(Solver):
         model, _, info = self.resolve(first)
         try:
             t0 = time.perf_counter()
-            W = _forward(model, insts, self.device)
+            W, extra = self._beams(model, insts)
             per = (time.perf_counter() - t0) / len(insts)
         except ValueError as e:  # CoopBatch: instances differ in N, L, K, the array, noise, ...
             raise OptionError(f"solve_batch: {e}") from None
@@ -228,7 +290,7 @@ class _LianLearned(Solver):
             res = Result(problem=PROBLEM, solver=self.name, status=Status.CONVERGED,
                          message=f"{self.kind} forward pass (batch of {len(insts)})", solution={"W": W[b]},
                          iterations=1, time_s=per, timings={"solve_s": per}, options=self.options(), seed=None,
-                         info=dict(info))
+                         info={**info, **extra[b]})
             out.append(finalize(res, inst))
         return out
 
@@ -274,3 +336,27 @@ class LianCnn(_LianLearned):
     name: ClassVar[str] = "cnn"
     kind: ClassVar[str] = "cnn"
     description: ClassVar[str] = "002 naive CNN benchmark (conv + FC layers, one forward pass; fixed N, K)"
+
+
+@register_solver
+@dataclass
+class LianLhgnnRzf(_LianLearned):
+    """The LHGNN with a model-based output layer (ours, :class:`isac.learning.lian.LHGNNRZF`)."""
+
+    guard: bool = True
+    """SPEB guard: scale the network's correction to RZF per instance to the least that meets gamma on the
+    solver's view (:func:`_guarded_forward`; ``info["guard_t"]``). False: the plain forward pass (t = 1)."""
+
+    name: ClassVar[str] = "lhgnn-rzf"
+    kind: ClassVar[str] = "lhgnn-rzf"
+    description: ClassVar[str] = ("LHGNN + regularised zero-forcing output layer and SPEB guard (ours; one GNN pass, "
+                                  "meets the per-BS budgets by construction)")
+
+    def _beams(self, model, insts):
+        if not self.guard:
+            return super()._beams(model, insts)
+        W, t = _guarded_forward(model, insts, self.device)
+        return W, [{"guard_t": float(x)} for x in t]
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "guard": self.guard}

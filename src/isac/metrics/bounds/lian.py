@@ -73,6 +73,7 @@ beams ``W [..., N, L, S]`` complex128 (per-BS beams, stacked here to ``[..., NL,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -220,6 +221,11 @@ def lian_angle_efim(array: UPA, bs_positions_m, target_position_m, alpha, W, sna
         fim = lian_fim(array, bs_positions_m, target_position_m, alpha, W, snapshots, noise_power_w)
     else:
         fim = _eq20_fim(array, bs_positions_m, target_position_m, alpha, W, snapshots, noise_power_w)
+    return _angle_efim(fim, n)
+
+
+def _angle_efim(fim: torch.Tensor, n: int) -> torch.Tensor:
+    """Schur complement of the gain block of a full FIM (a pseudo-inverse where that block is singular)."""
     keep, nuisance = range(2 * n), range(2 * n, fim.shape[-1])
     with torch.no_grad():
         ev = torch.linalg.eigvalsh(fim[..., 2 * n:, 2 * n:])
@@ -255,6 +261,27 @@ def lian_position_fim(array: UPA, bs_positions_m, target_position_m, alpha, W, s
     r"""Position FIM :math:`\mathbf J(\mathbf P;\mathbf t)=\mathbf Q^T\mathbf J_e\mathbf Q` ``[..., 3, 3]`` (eq. (28)), 1/m²."""
     je = lian_angle_efim(array, bs_positions_m, target_position_m, alpha, W, snapshots, noise_power_w, model)
     return change_of_variables(je, angle_jacobian(bs_positions_m, target_position_m))
+
+
+def lian_speb_function(array: UPA, bs_positions_m, target_position_m, alpha, snapshots, noise_power_w,
+                       model: SpebModel = "exact") -> Callable[[torch.Tensor], torch.Tensor]:
+    """``W -> SPEB`` for a fixed geometry: :func:`lian_speb` with the derivatives of the exact model
+    computed once (for many beam sets on the same targets, e.g. a search over a scale). The same
+    formulas as :func:`lian_speb`; ``model="eq20"`` simply calls it."""
+    if model not in SPEB_MODELS:
+        raise ValueError(f"model must be one of {SPEB_MODELS}, got {model!r}")
+    if model != "exact":
+        return lambda W: lian_speb(array, bs_positions_m, target_position_m, alpha, W, snapshots, noise_power_w, model)
+    n = as_real(bs_positions_m, "bs_positions_m").shape[-2]
+    d = lian_derivatives(array, bs_positions_m, target_position_m, alpha)
+    jac = angle_jacobian(bs_positions_m, target_position_m)
+
+    def speb(W: torch.Tensor) -> torch.Tensor:
+        fim = fisher_information(d, beams=stack_beams(as_complex(W, "W")), snapshots=snapshots,
+                                 noise_power_w=noise_power_w)
+        return crb_trace(change_of_variables(_angle_efim(fim, n), jac))
+
+    return speb
 
 
 def lian_speb(array: UPA, bs_positions_m, target_position_m, alpha, W, snapshots, noise_power_w,
