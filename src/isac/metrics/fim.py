@@ -82,6 +82,16 @@ class FactoredDerivatives:
         vf = v.reshape(*v.shape[:-3], pr, v.shape[-1])
         return uf, vf, uf.conj() @ uf.transpose(-2, -1)
 
+    @functools.cached_property
+    def gram_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Re, Im)`` of ``gram_U`` transposed, contiguous ``[..., PR, PR]``, and the 0/1 matrix ``E [PR, P]``
+        that sums the R terms of each parameter: cached for :func:`fisher_information` with beams."""
+        g = self.flattened()[2].transpose(-2, -1)
+        p, r = self.left.shape[-3], self.left.shape[-2]
+        e = torch.kron(torch.eye(p, dtype=torch.float64, device=g.device),
+                       torch.ones(r, 1, dtype=torch.float64, device=g.device))
+        return g.real.contiguous(), g.imag.contiguous(), e
+
     def dense(self) -> torch.Tensor:
         """``dG [..., P, Nr, Nt]``."""
         return torch.einsum("...pri,...prj->...pij", self.left, self.right.conj())
@@ -118,16 +128,18 @@ def fisher_information(
         noise_power_w, dtype=torch.float64
     )
     if isinstance(derivatives, FactoredDerivatives):
-        p, r = derivatives.left.shape[-3], derivatives.left.shape[-2]
-        _, vf, gram_u = derivatives.flattened()
+        _, vf, _ = derivatives.flattened()
         if beams is not None:
             vw = vf.conj() @ x  # [..., PR, S]: v_i^H W
             gram_v = vw @ hermitian(vw)  # (i, j) = v_i^H R v_j
         else:
             gram_v = vf.conj() @ x @ vf.transpose(-2, -1)
-        # F_(pr),(qs) = Re (v_pr^H R v_qs)(u_qs^H u_pr), summed over r, s.
-        prod = (gram_v * gram_u.transpose(-2, -1)).real
-        fim = prod.reshape(*prod.shape[:-2], p, r, p, r).sum(dim=(-3, -1))
+        # F_(pr),(qs) = Re (v_pr^H R v_qs)(u_qs^H u_pr), summed over r, s (E^T prod E: contiguous
+        # real arithmetic and two small products, ~3x faster than a strided complex reduction)
+        gu_re, gu_im, e = derivatives.gram_terms
+        gv = torch.view_as_real(gram_v)
+        prod = gv[..., 0] * gu_re - gv[..., 1] * gu_im
+        fim = e.transpose(0, 1) @ prod @ e
     else:
         dg = derivatives
         if dg.dtype != COMPLEX:
