@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import time
 import typing
 from collections.abc import Mapping
@@ -137,6 +138,19 @@ class Solver:
     def options(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own ``solve_batch`` runs on one torch thread too (the caller's setting is restored)."""
+        super().__init_subclass__(**kwargs)
+        batch = cls.__dict__.get("solve_batch")
+        if batch is not None and not getattr(batch, "_one_thread", False):
+            @functools.wraps(batch)
+            def solve_batch(self, instances, *args, **kw):
+                with one_thread():
+                    return batch(self, instances, *args, **kw)
+
+            solve_batch._one_thread = True  # type: ignore[attr-defined]
+            cls.solve_batch = solve_batch  # type: ignore[attr-defined]
+
     def record(self, *, timings: Mapping[str, float] | None = None, info: Mapping[str, Any] | None = None) -> None:
         """From inside ``_solve``: timings (seconds) and facts to add to this solve's Result."""
         self._recorded[0].update(timings or {})
@@ -148,7 +162,8 @@ class Solver:
         self._recorded: tuple[dict[str, float], dict[str, Any]] = ({}, {})
         t0 = time.perf_counter()
         try:
-            status, message, solution, trace, iterations = self._solve(instance)
+            with one_thread():  # small dense problems: torch's thread pool only slows them down
+                status, message, solution, trace, iterations = self._solve(instance)
         except (torch.linalg.LinAlgError, FloatingPointError) as e:
             status, message, solution, trace, iterations = Status.NUMERICAL_ERROR, f"{type(e).__name__}: {e}".splitlines()[0], {}, [], 0
         elapsed = time.perf_counter() - t0
