@@ -141,6 +141,30 @@ def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.linalg.eigvalsh(m).abs().amax(-1)
 
 
+def authors_direction(b: _Batch, X: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    r"""The authors' update before projection, :math:`\mathbf C_1+(\mu\mathbf I-\mathbf C_2)\mathbf X` (``rule="authors"``).
+
+    As the paper's step, but the auxiliary variables (16) use the communication columns only:
+    :math:`T_k=\sum_{j\le K}|\mathbf h_k^H\mathbf w_j|^2+\sigma_c^2`, :math:`I_k=T_k-|\mathbf h_k^H\mathbf w_k|^2`,
+    :math:`\mathbf\Sigma_1=\mathrm{diag}(\mathbf h_k^H\mathbf w_k/I_k)`, :math:`\mathbf\Sigma_2=\mathrm{diag}(|\mathbf h_k^H\mathbf w_k|^2/(I_kT_k))`,
+    :math:`\mathbf C_1=[\delta_c\mathbf H\mathbf\Sigma_1,\mathbf 0]`, :math:`\mathbf C_2=\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`
+    and :math:`\mu=\|\mathbf C_2\|_2` (Q Hermitian, so :math:`\tfrac12(\mathbf Q+\mathbf Q^H)=\mathbf Q`)."""
+    k = b.H.shape[-1]
+    hw = hermitian(b.H) @ X[..., :k]  # [B, K, K]
+    gains = hw.real**2 + hw.imag**2
+    total = gains.sum(-1) + b.noise_c[:, None]
+    desired = torch.diagonal(hw, dim1=-2, dim2=-1)
+    signal = desired.real**2 + desired.imag**2
+    interf = total - signal
+    hs = b.H * (signal / (interf * total)).to(b.H.dtype)[:, None, :]
+    C2 = b.delta_c[:, None, None] * (hs @ hermitian(b.H)) - b.delta_s[:, None, None] * Q
+    C2 = 0.5 * (C2 + hermitian(C2))
+    mu = torch.linalg.eigvalsh(C2).abs().amax(-1)
+    D = mu[:, None, None] * X - C2 @ X
+    D[..., :k] += b.delta_c[:, None, None] * b.H * (desired / interf)[:, None, :]
+    return D
+
+
 def project(X: torch.Tensor, p_max: torch.Tensor, per_antenna: bool) -> torch.Tensor:
     """Projection (30) onto tr(XX^H) = P_t, or per-antenna (Remark 2): each row to power P_t/N_t."""
     if per_antenna:
@@ -176,26 +200,47 @@ class SCA(Solver):
             every ascent step and reset towards 1 (x4) after a step that would decrease the objective,
             which is then rejected: monotone by construction, usually far fewer iterations.
         seed: seed of the random sensing block of the default initial point.
+        rule: "paper" (the text of 003) or "authors" (the authors' published script; see below).
         device: torch device the iteration runs on ("cpu", "cuda", "cuda:1", ...); instances and
             returned beams stay on the CPU. Useful with :meth:`solve_batch` on a GPU.
+
+    ``rule="authors"`` follows the authors' script (``proposed_SCA_main.m`` of their public
+    repository) where it differs from the paper's text: the auxiliary step (16) computes T_k and the
+    SINR over the communication columns only (:func:`authors_direction`; the objective reported still
+    counts the sensing streams' interference, as theirs does); the iteration stops when the spectral
+    norm of W_t - W_{t-1} is below ``tolerance`` (absolute; default 1e-5 in this mode) and runs at most
+    ``max_iterations`` (default 2000 in this mode); the step is the paper's (``step`` must be "paper").
+    Their initial point (MRT beams, a Gaussian sensing block, full power) is used through the
+    instance's ``W0``. ``tolerance`` / ``max_iterations`` None select the rule's default.
     """
 
     name: ClassVar[str] = "sca"
     problems: ClassVar[tuple[str, ...]] = (PROBLEM,)
     description: ClassVar[str] = "003 Alg. 1: two-layer SCA / projected gradient ascent (eqs. 25-30)"
 
-    max_iterations: int = 20000
-    tolerance: float = 1e-8
+    max_iterations: int | None = None
+    tolerance: float | None = None
     power_constraint: Literal["total", "per-antenna"] = "total"
     step: Literal["paper", "adaptive"] = "paper"
     seed: int = 0
+    rule: Literal["paper", "authors"] = "paper"
     device: str = "cpu"
+
+    DEFAULTS: ClassVar[dict[str, tuple[int, float]]] = {"paper": (20000, 1e-8), "authors": (2000, 1e-5)}
+    """(max_iterations, tolerance) of each rule when the option is None."""
 
     def __post_init__(self) -> None:
         try:
             torch.device(self.device)
         except (RuntimeError, ValueError):
             raise ValueError(f"device {self.device!r} is not a torch device name") from None
+        if self.rule not in self.DEFAULTS:
+            raise ValueError("rule must be 'paper' or 'authors'")
+        if self.rule == "authors" and self.step != "paper":
+            raise ValueError("rule='authors' uses the paper's step; step must be 'paper'")
+        its, tol = self.DEFAULTS[self.rule]
+        self.max_iterations = its if self.max_iterations is None else self.max_iterations
+        self.tolerance = tol if self.tolerance is None else self.tolerance
         if self.max_iterations < 1:
             raise ValueError("max_iterations must be >= 1")
         if not self.tolerance > 0:
@@ -244,7 +289,9 @@ class SCA(Solver):
         return X
 
     def _step(self, b: _Batch, X: torch.Tensor, parts: dict[str, torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
-        """Eq. (29): projection of (s * lambda) X + grad / 2."""
+        """Eq. (29): projection of (s * lambda) X + grad / 2 (``rule="authors"``: :func:`authors_direction`)."""
+        if self.rule == "authors":
+            return project(authors_direction(b, X, parts["Q"]), b.p_max, self.power_constraint == "per-antenna")
         direction = (scale * shift(b, parts))[:, None, None] * X + 0.5 * parts["grad"]
         return project(direction, b.p_max, self.power_constraint == "per-antenna")
 
@@ -297,7 +344,10 @@ class SCA(Solver):
             f_new = new_parts["objective"]
             finite = torch.isfinite(f_new) & torch.isfinite(torch.view_as_real(X_new)).flatten(1).all(-1)
             f_old = f[active]
-            conv = (f_new - f_old).abs() <= self.tolerance * torch.clamp(f_old.abs(), min=1e-12)
+            if self.rule == "authors":
+                conv = torch.linalg.matrix_norm(X_new - X[active], ord=2) < self.tolerance
+            else:
+                conv = (f_new - f_old).abs() <= self.tolerance * torch.clamp(f_old.abs(), min=1e-12)
             if self.step == "adaptive":
                 # Reject a step that lowers the objective (beyond round-off) and retry with a larger shift.
                 up = f_new >= f_old - 1e-12 * f_old.abs()
@@ -334,7 +384,9 @@ class SCA(Solver):
                                     "crlb_trace": crlb_list[j]})
                 if cv[j]:
                     statuses[idx] = Status.CONVERGED
-                    messages[idx] = f"objective change <= {self.tolerance:g} (relative) after {it} iterations"
+                    messages[idx] = (f"||W_t - W_t-1||_2 < {self.tolerance:g} after {it} iterations"
+                                     if self.rule == "authors" else
+                                     f"objective change <= {self.tolerance:g} (relative) after {it} iterations")
                 else:
                     keep.append(idx)
             active = torch.tensor(keep, dtype=torch.long, device=dev)
