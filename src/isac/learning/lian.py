@@ -371,16 +371,18 @@ class _LianNet(nn.Module):
     num_antennas: int
 
     def forward(self, H: torch.Tensor, A: torch.Tensor, p_max_w, noise_w) -> torch.Tensor:
+        return self.output_layer(*self.prepare(H, A, p_max_w, noise_w))
+
+    def prepare(self, H: torch.Tensor, A: torch.Tensor, p_max_w, noise_w) -> tuple[torch.Tensor, ...]:
+        """Everything before the output layer: ``(comm, sense, c0, s0, p_max_w [B, N])``."""
         if H.dim() != 4 or A.dim() != 4 or A.shape[:3] != H.shape[:3]:
             raise ValueError(f"expected H [B, N, L, K] and A [B, N, L, Z], got {list(H.shape)} and {list(A.shape)}")
         b, n, length, k = H.shape
         if length != self.num_antennas:
             raise ValueError(f"this model was built for L={self.num_antennas} antennas per BS, got L={length}")
         c0, s0 = node_features(H, A, p_max_w, noise_w)
-        graph = lian_graph(n, k, A.shape[-1])
-        comm, sense = self.node_outputs(c0, s0, graph)
-        p = _per_bs(p_max_w, b, n, "p_max_w").to(H.device)
-        return self.output_layer(comm, sense, c0, s0, p)
+        comm, sense = self.node_outputs(c0, s0, lian_graph(n, k, A.shape[-1]))
+        return comm, sense, c0, s0, _per_bs(p_max_w, b, n, "p_max_w").to(H.device)
 
     def output_layer(self, comm: torch.Tensor, sense: torch.Tensor, c0: torch.Tensor, s0: torch.Tensor,
                      p_max_w: torch.Tensor) -> torch.Tensor:
@@ -514,11 +516,6 @@ def uniform_power_scale(W: torch.Tensor, p_max_w: torch.Tensor) -> torch.Tensor:
     return W * (p_max_w / p_hat.clamp_min(1e-300)).amin(dim=1).sqrt()[:, None, None, None]
 
 
-def sizes_last(widths: list[int], num_antennas: int) -> int:
-    """Output width of the last GNN layer (the input width 2L when there are no layers)."""
-    return int(widths[-1]) if widths else 2 * int(num_antennas)
-
-
 class LHGNNRZF(LHGNN):
     r"""``lhgnn-rzf``: 002's LHGNN (same graph, layers and heads) with a model-based output layer (ours).
 
@@ -541,16 +538,7 @@ class LHGNNRZF(LHGNN):
         self.log_mu = nn.Parameter(torch.zeros(()))
         self.skip = nn.Parameter(torch.ones(2))
         # the comm head's extra output is the log power gain of the link; user k's gain = mean over its N links
-        self.head_c = _head(sizes_last(widths, num_antennas), fc_hidden, 2 * self.num_antennas + 1)
-
-    def prepare(self, H: torch.Tensor, A: torch.Tensor, p_max_w, noise_w) -> tuple[torch.Tensor, ...]:
-        """The GNN part of :meth:`forward` (everything before the output layer), for :meth:`beams_at`."""
-        b, n, length, k = H.shape
-        if length != self.num_antennas:
-            raise ValueError(f"this model was built for L={self.num_antennas} antennas per BS, got L={length}")
-        c0, s0 = node_features(H, A, p_max_w, noise_w)
-        comm, sense = self.node_outputs(c0, s0, lian_graph(n, k, A.shape[-1]))
-        return comm, sense, c0, s0, _per_bs(p_max_w, b, n, "p_max_w").to(H.device)
+        self.head_c = _head(self.head_c[0].in_features, fc_hidden, 2 * self.num_antennas + 1)
 
     def beams_at(self, prepared: tuple[torch.Tensor, ...], t: torch.Tensor) -> torch.Tensor:
         """Beams with the heads' beam outputs scaled by ``t [B]`` (0: plain RZF, 1: :meth:`forward`).
@@ -581,5 +569,5 @@ class LHGNNRZF(LHGNN):
 __all__ = [
     "COMM_EDGE_TYPES", "EDGE_TYPES", "KINDS", "SENSE_EDGE_TYPES", "EdgeSet", "HetLayer", "HomoGNN", "HomoLayer",
     "LHGNN", "LHGNNRZF", "LianCNN", "LianGraph", "assemble_beams", "interference_projection", "lian_graph",
-    "node_features", "paper_widths", "power_normalise", "reset_parameters", "sizes_last", "uniform_power_scale",
+    "node_features", "paper_widths", "power_normalise", "reset_parameters", "uniform_power_scale",
 ]

@@ -55,7 +55,7 @@ import torch
 import isac.metrics.problems.multibs_association  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.metrics.network import association_objective_bps_hz, sinr_matrix
 from isac.scenario.instances.multibs_association import PROBLEM, MultibsAssociationInstance
-from isac.solvers.base import OptionError, Solver, Status, one_thread
+from isac.solvers.base import OptionError, Solver, Status
 from isac.solvers.li_beamforming import BsProblem, get_beamformer, initial_beams
 from isac.solvers.registry import register_solver, set_default_solver
 from isac.tensors import COMPLEX
@@ -198,82 +198,81 @@ class LiAlternatingOptimisation(Solver):
             return {**{f"llm_{k}": v for k, v in llm.items()},
                     "llm_valid_reply_rate": llm["valid_replies"] / llm["replies"] if llm["replies"] else 0.0}
 
-        with one_thread():  # per-BS problems are tiny (24 x 34)
-            for k in range(inst.num_bs):
-                reason = BsProblem.from_instance(inst, k, np.zeros(inst.num_users, dtype=np.int64)).sensing_unreachable()
-                if reason is not None:
-                    return Status.INFEASIBLE, reason, {}, [], 0
-            if inst.num_bs > inst.num_users:
-                return (Status.INFEASIBLE, f"(27d) needs every BS to serve a CU: K = {inst.num_bs} > N = {inst.num_users}",
-                        {}, [], 0)
+        for k in range(inst.num_bs):
+            reason = BsProblem.from_instance(inst, k, np.zeros(inst.num_users, dtype=np.int64)).sensing_unreachable()
+            if reason is not None:
+                return Status.INFEASIBLE, reason, {}, [], 0
+        if inst.num_bs > inst.num_users:
+            return (Status.INFEASIBLE, f"(27d) needs every BS to serve a CU: K = {inst.num_bs} > N = {inst.num_users}",
+                    {}, [], 0)
+        t0 = time.perf_counter()
+        if self.initial_sinr == "mrt":
+            S = _mrt_snr(inst)
+        else:
+            W0 = torch.stack([initial_beams(BsProblem.from_instance(inst, k, np.full(inst.num_users, k)))
+                              for k in range(inst.num_bs)])
+            S = sinr_matrix(inst.H, W0, inst.noise_comm_w).numpy()
+        first = associate(S)
+        if first is None:
+            self.record(info={**llm_info(), "llm_provenance": "none", "llm_sum_rate_bps_hz": None})
+            return (Status.NUMERICAL_ERROR, "the LLM gave no usable association in the first step (N/A; "
+                    "llm fallback = none)", {}, [], 0)
+        assoc = first.association
+        source = first.info.get("provenance", self.association)
+        t_assoc = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        W, fail, bf_iters = self._beamform(inst, assoc, None)
+        t_beam = time.perf_counter() - t1
+        if fail is not None:
+            return fail[0], f"first beamforming step: {fail[1]}", {}, [], 0
+        obj = self._objective(inst, W, assoc)
+        trace = [{"objective": obj, "association_objective": float(first.objective), "changed": 1.0,
+                  "beamformer_iterations": float(bf_iters)}]
+        kept = 0
+        status, message = Status.MAX_ITERATIONS, f"{self.max_iterations} outer iterations"
+        for it in range(2, self.max_iterations + 1):
             t0 = time.perf_counter()
-            if self.initial_sinr == "mrt":
-                S = _mrt_snr(inst)
-            else:
-                W0 = torch.stack([initial_beams(BsProblem.from_instance(inst, k, np.full(inst.num_users, k)))
-                                  for k in range(inst.num_bs)])
-                S = sinr_matrix(inst.H, W0, inst.noise_comm_w).numpy()
-            first = associate(S)
-            if first is None:
-                self.record(info={**llm_info(), "llm_provenance": "none", "llm_sum_rate_bps_hz": None})
-                return (Status.NUMERICAL_ERROR, "the LLM gave no usable association in the first step (N/A; "
-                        "llm fallback = none)", {}, [], 0)
-            assoc = first.association
-            source = first.info.get("provenance", self.association)
-            t_assoc = time.perf_counter() - t0
+            S = association_sinr_matrix(inst, W, assoc)
+            current = float(association_objective_bps_hz(torch.as_tensor(S), torch.as_tensor(assoc)))
+            prop = associate(S, initial=assoc)
+            if prop is None:
+                status, message = (Status.CONVERGED, f"the LLM gave no usable association at outer iteration "
+                                   f"{it}; the current one is kept")
+                break
+            new = prop.association
+            if prop.objective < current:
+                kept += 1
+                new = assoc
+            t_assoc += time.perf_counter() - t0
+            if np.array_equal(new, assoc):
+                status, message = Status.CONVERGED, f"association unchanged after {it - 1} outer iterations"
+                break
             t1 = time.perf_counter()
-            W, fail, bf_iters = self._beamform(inst, assoc, None)
-            t_beam = time.perf_counter() - t1
-            if fail is not None:
-                return fail[0], f"first beamforming step: {fail[1]}", {}, [], 0
-            obj = self._objective(inst, W, assoc)
-            trace = [{"objective": obj, "association_objective": float(first.objective), "changed": 1.0,
-                      "beamformer_iterations": float(bf_iters)}]
-            kept = 0
-            status, message = Status.MAX_ITERATIONS, f"{self.max_iterations} outer iterations"
-            for it in range(2, self.max_iterations + 1):
-                t0 = time.perf_counter()
-                S = association_sinr_matrix(inst, W, assoc)
-                current = float(association_objective_bps_hz(torch.as_tensor(S), torch.as_tensor(assoc)))
-                prop = associate(S, initial=assoc)
-                if prop is None:
-                    status, message = (Status.CONVERGED, f"the LLM gave no usable association at outer iteration "
-                                       f"{it}; the current one is kept")
-                    break
-                new = prop.association
-                if prop.objective < current:
-                    kept += 1
-                    new = assoc
-                t_assoc += time.perf_counter() - t0
-                if np.array_equal(new, assoc):
-                    status, message = Status.CONVERGED, f"association unchanged after {it - 1} outer iterations"
-                    break
-                t1 = time.perf_counter()
-                W_new, fail, bf_iters = self._beamform(inst, new, W)
-                t_beam += time.perf_counter() - t1
-                obj_new = self._objective(inst, W_new, new) if fail is None else -np.inf
-                if obj_new < obj:
-                    reason = fail[1] if fail is not None else f"its beams reach {obj_new:.6g} < {obj:.6g} bit/s/Hz"
-                    status, message = Status.CONVERGED, f"proposed association rejected at outer iteration {it} ({reason})"
-                    break
-                rise = obj_new - obj
-                W, assoc, obj = W_new, new, obj_new
-                source = prop.info.get("provenance", self.association)
-                trace.append({"objective": obj, "association_objective": float(prop.objective), "changed": 1.0,
-                              "beamformer_iterations": float(bf_iters)})
-                if rise <= self.tolerance * max(abs(obj), 1e-12):
-                    status, message = Status.CONVERGED, f"sum rate rose by < {self.tolerance:g} (relative)"
-                    break
-            A = np.zeros((inst.num_bs, inst.num_users))
-            A[assoc, np.arange(inst.num_users)] = 1.0
-            info = {"association_kept": kept, "outer_iterations": len(trace)}
-            if self.association == "llm":
-                # The LLM's own result: N/A (NaN) when the association in use came from the fallback.
-                info.update(llm_info())
-                info["llm_provenance"] = source
-                info["llm_sum_rate_bps_hz"] = obj if source in ("llm", "repaired") else None
-            self.record(timings={"association_s": t_assoc, "beamforming_s": t_beam}, info=info)
-            return status, message, {"W": W, "association": torch.as_tensor(A)}, trace, len(trace)
+            W_new, fail, bf_iters = self._beamform(inst, new, W)
+            t_beam += time.perf_counter() - t1
+            obj_new = self._objective(inst, W_new, new) if fail is None else -np.inf
+            if obj_new < obj:
+                reason = fail[1] if fail is not None else f"its beams reach {obj_new:.6g} < {obj:.6g} bit/s/Hz"
+                status, message = Status.CONVERGED, f"proposed association rejected at outer iteration {it} ({reason})"
+                break
+            rise = obj_new - obj
+            W, assoc, obj = W_new, new, obj_new
+            source = prop.info.get("provenance", self.association)
+            trace.append({"objective": obj, "association_objective": float(prop.objective), "changed": 1.0,
+                          "beamformer_iterations": float(bf_iters)})
+            if rise <= self.tolerance * max(abs(obj), 1e-12):
+                status, message = Status.CONVERGED, f"sum rate rose by < {self.tolerance:g} (relative)"
+                break
+        A = np.zeros((inst.num_bs, inst.num_users))
+        A[assoc, np.arange(inst.num_users)] = 1.0
+        info = {"association_kept": kept, "outer_iterations": len(trace)}
+        if self.association == "llm":
+            # The LLM's own result: N/A (NaN) when the association in use came from the fallback.
+            info.update(llm_info())
+            info["llm_provenance"] = source
+            info["llm_sum_rate_bps_hz"] = obj if source in ("llm", "repaired") else None
+        self.record(timings={"association_s": t_assoc, "beamforming_s": t_beam}, info=info)
+        return status, message, {"W": W, "association": torch.as_tensor(A)}, trace, len(trace)
 
 
 set_default_solver(PROBLEM, "ao")

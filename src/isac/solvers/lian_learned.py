@@ -125,14 +125,17 @@ def find_checkpoint(kind: str, setting: Setting, folders: Sequence[Path]) -> tup
     return None if best is None else (best[1], best[2])
 
 
+def _inputs(instances: Sequence[CoopLocalizationInstance], device: str) -> tuple[CoopBatch, tuple[torch.Tensor, ...]]:
+    """The solver's view of instances sharing N, L, K and the network inputs ``(H, A, p_max_w, noise_w)`` on ``device``."""
+    view = CoopBatch.from_instances(list(instances), estimates=True)
+    noise = torch.tensor([i.noise_comm_w for i in instances], dtype=torch.float64)
+    return view, (view.H.to(device), steering_inputs(view).to(device), view.p_max_w.to(device), noise.to(device))
+
+
 @torch.no_grad()
 def _forward(model: torch.nn.Module, instances: Sequence[CoopLocalizationInstance], device: str) -> torch.Tensor:
     """One forward pass over instances sharing N, L, K -> ``W [B, N, L, K+1]`` complex128 on the CPU."""
-    view = CoopBatch.from_instances(list(instances), estimates=True)
-    A = steering_inputs(view)
-    noise = torch.tensor([i.noise_comm_w for i in instances], dtype=torch.float64)
-    W = model(view.H.to(device), A.to(device), view.p_max_w.to(device), noise.to(device))
-    return W.to("cpu", COMPLEX)
+    return model(*_inputs(instances, device)[1]).to("cpu", COMPLEX)
 
 
 GUARD_STEPS = 7
@@ -158,11 +161,8 @@ def _guarded_forward(model, instances: Sequence[CoopLocalizationInstance], devic
     missed gamma on the true target). With no such t_hi the plain output (t = 1) is
     returned and reported INFEASIBLE when it misses gamma. One GNN pass; each step re-runs only the
     output layer and the SPEB (batched)."""
-
-    view = CoopBatch.from_instances(list(instances), estimates=True)
-    A = steering_inputs(view)
-    noise = torch.tensor([i.noise_comm_w for i in instances], dtype=torch.float64)
-    prepared = model.prepare(view.H.to(device), A.to(device), view.p_max_w.to(device), noise.to(device))
+    view, inputs = _inputs(instances, device)
+    prepared = model.prepare(*inputs)
     b = len(instances)
     speb_of = lian_speb_function(view.array, view.bs_positions_m, view.target_position_m, view.alpha,
                                  view.snapshots, view.noise_sense_w, model=view.speb_model)

@@ -101,7 +101,7 @@ import isac.metrics.problems.coop_localization  # noqa: F401  (registers the eva
 from isac.metrics.bounds.lian import angle_jacobian, lian_derivatives, lian_speb, target_angles
 from isac.metrics.fim import FactoredDerivatives
 from isac.scenario.instances.coop_localization import PROBLEM, CoopLocalizationInstance
-from isac.solvers.base import OptionError, Result, Solver, Status, finalize, one_thread
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize
 from isac.solvers.registry import register_solver, set_default_solver
 
 ACCEPT_RTOL = 1e-4
@@ -571,22 +571,21 @@ class PrimalDualPG(Solver):
 
     # --- the iteration -------------------------------------------------------------
     def _run(self, insts: list[CoopLocalizationInstance]) -> list[dict[str, Any]]:
-        with one_thread():
-            t0 = time.perf_counter()
-            reasons = [_below_floor(inst) for inst in insts]
-            floor_s = (time.perf_counter() - t0) / len(insts)
-            outs: list[dict[str, Any] | None] = [None] * len(insts)
-            for i, why in enumerate(reasons):
-                if why:
-                    outs[i] = {"status": Status.INFEASIBLE, "message": why, "solution": {}, "trace": [],
-                               "iterations": 0, "timings": {}, "info": {"starts": self.starts}}
-            todo = [i for i in range(len(insts)) if outs[i] is None]
-            if todo:
-                for i, o in zip(todo, self._descend([insts[i] for i in todo])):
-                    outs[i] = o
-            for o in outs:
-                o["timings"]["floor_s"] = floor_s  # type: ignore[index]
-            return outs  # type: ignore[return-value]
+        t0 = time.perf_counter()
+        reasons = [_below_floor(inst) for inst in insts]
+        floor_s = (time.perf_counter() - t0) / len(insts)
+        outs: list[dict[str, Any] | None] = [None] * len(insts)
+        for i, why in enumerate(reasons):
+            if why:
+                outs[i] = {"status": Status.INFEASIBLE, "message": why, "solution": {}, "trace": [],
+                           "iterations": 0, "timings": {}, "info": {"starts": self.starts}}
+        todo = [i for i in range(len(insts)) if outs[i] is None]
+        if todo:
+            for i, o in zip(todo, self._descend([insts[i] for i in todo])):
+                outs[i] = o
+        for o in outs:
+            o["timings"]["floor_s"] = floor_s  # type: ignore[index]
+        return outs  # type: ignore[return-value]
 
     def _descend(self, insts: list[CoopLocalizationInstance]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()

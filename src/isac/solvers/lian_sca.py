@@ -67,7 +67,7 @@ import torch
 
 import isac.metrics.problems.coop_localization  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.scenario.instances.coop_localization import PROBLEM, CoopLocalizationInstance
-from isac.solvers.base import Solver, Status, one_thread
+from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver
 
 
@@ -149,8 +149,7 @@ class ScaSdr(Solver):
             raise ValueError(f"margin must lie in [0, 0.5), got {self.margin}")
 
     def _solve(self, inst: CoopLocalizationInstance):
-        with one_thread():
-            return self._run(inst)
+        return self._run(inst)
 
     def _run(self, inst: CoopLocalizationInstance):
         import cvxpy as cp

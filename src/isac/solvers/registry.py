@@ -68,8 +68,8 @@ def solvers_for(problem: str) -> dict[str, type[Solver]]:
 def get_solver(problem: str, name: str, options: Mapping[str, Any] | None = None) -> Solver:
     """Instantiate solver ``name`` for ``problem`` with ``options`` (strings are parsed).
 
-    Imports only the module that registers it when :data:`SOLVER_INDEX` knows it, all the bundled ones
-    otherwise."""
+    Imports only the module that registers it when :data:`SOLVER_INDEX` knows it (an unknown name
+    imports the problem's modules, to list what exists)."""
     module = SOLVER_INDEX.get(problem, {}).get(name)
     if module is not None:
         importlib.import_module(module)
@@ -94,8 +94,6 @@ def default_solver(problem: str) -> str:
     if problem in DEFAULT_SOLVERS and problem not in _DEFAULTS:
         return DEFAULT_SOLVERS[problem]
     avail = solvers_for(problem)
-    if problem in _DEFAULTS and _DEFAULTS[problem] in avail:
-        return _DEFAULTS[problem]
     if not avail:
         raise OptionError(f"no solver is registered for {problem}")
     return sorted(avail)[0]

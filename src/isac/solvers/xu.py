@@ -52,7 +52,7 @@ import isac.metrics.problems.bs_selection  # noqa: F401  (registers the evaluato
 from isac.metrics.problems.bs_selection import bs_power_w
 from isac.scenario.instances.bs_selection import PROBLEM, BsSelectionInstance
 from isac.scenario.random import make_rng
-from isac.solvers.base import Solver, Status, one_thread
+from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver, set_default_solver
 from isac.solvers.xu_sdp import ChoiceResult, XuSdp
 
@@ -252,9 +252,8 @@ class Exhaustive(_XuSolver):
         return list(range(inst.num_bs))
 
     def _solve(self, inst: BsSelectionInstance):
-        with one_thread():
-            return self._search(inst, self.receivers(inst), self.gap_tolerance, self.max_sdps,
-                                self.conic_solver, self.margin)
+        return self._search(inst, self.receivers(inst), self.gap_tolerance, self.max_sdps,
+                            self.conic_solver, self.margin)
 
 
 def nearest_bs_to_target(inst: BsSelectionInstance) -> int:
@@ -300,8 +299,7 @@ class Scheme2(_XuSolver):
         r = int(rng.integers(S))
         tx = [t for t in range(S) if t != r]
         assoc = tuple(int(tx[i]) for i in rng.integers(len(tx), size=K))
-        with one_thread():
-            res = XuSdp(inst, margin=self.margin, solver=self.conic_solver).solve(r, assoc)
+        res = XuSdp(inst, margin=self.margin, solver=self.conic_solver).solve(r, assoc)
         self.record(info={"receiver": r, "association": list(assoc), "sdps": 1, "rank_gap": res.rank_gap})
         return _single(inst, res)
 
@@ -332,13 +330,12 @@ class Scheme3(_XuSolver):
         pairs = [(0, 1)] if self.pair == "fixed" else [(t, r) for t in range(S) for r in range(S) if t != r]
         sdp = XuSdp(inst, margin=self.margin, solver=self.conic_solver)
         best, errors, results = None, 0, []
-        with one_thread():
-            for t, r in pairs:
-                res = sdp.solve(r, (t,) * K, transmitters=[t])
-                results.append(res)
-                errors += res.status == "error"
-                if res.status == "optimal" and (best is None or res.power_w < best.power_w):
-                    best = res
+        for t, r in pairs:
+            res = sdp.solve(r, (t,) * K, transmitters=[t])
+            results.append(res)
+            errors += res.status == "error"
+            if res.status == "optimal" and (best is None or res.power_w < best.power_w):
+                best = res
         self.record(info={"sdps": len(pairs), "unsettled_sdps": errors,
                           "pair": None if best is None else [best.association[0], best.receiver]})
         if best is None:

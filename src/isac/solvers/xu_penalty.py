@@ -155,7 +155,7 @@ import torch
 
 import isac.metrics.problems.bs_selection  # noqa: F401  (registers the evaluator finalize() needs)
 from isac.scenario.instances.bs_selection import PROBLEM, BsSelectionInstance
-from isac.solvers.base import Solver, Status, one_thread
+from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver
 from isac.solvers.xu_sdp import DEFAULT_MARGIN, XuSdp, _herm, _solve_chain, fim_map, rank_gap, rank_one_extraction
 
@@ -559,8 +559,7 @@ class XuPenaltySdr(Solver):
         return {"status": status, "detail": detail, "b": b, "block": blk, "trace": trace, "iterations": t}
 
     def _solve(self, inst: BsSelectionInstance):
-        with one_thread():  # tiny dense algebra: the thread pool only slows it down
-            return self._solve_impl(inst)
+        return self._solve_impl(inst)
 
     def _solve_impl(self, inst: BsSelectionInstance):
         from isac.metrics.evaluate import evaluate

@@ -115,19 +115,6 @@ class CoopBatch:
         return replace(self, **moved)
 
 
-def batch_speb(batch: CoopBatch, W: torch.Tensor) -> torch.Tensor:
-    """SPEB (m^2) of ``W [B, ..., N, L, K+Ns]`` on a :class:`CoopBatch`, ``[B, ...]`` (the ``speb_m2`` of :func:`batch_terms`)."""
-    extra = W.dim() - 4
-    if extra < 0 or W.shape[0] != len(batch):
-        raise ValueError(f"W: expected [B={len(batch)}, ..., N, L, S], got {tuple(W.shape)}")
-
-    def expand(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(t.shape[0], *([1] * extra), *t.shape[1:])
-
-    return lian_speb(batch.array, expand(batch.bs_positions_m), expand(batch.target_position_m),
-                     expand(batch.alpha), W, batch.snapshots, batch.noise_sense_w, model=batch.speb_model)
-
-
 def batch_terms(batch: CoopBatch, W: torch.Tensor) -> dict[str, torch.Tensor]:
     """:func:`objective_terms` for ``W [B, ..., N, L, K+Ns]`` on a :class:`CoopBatch` (same keys, leading ``[B, ...]``).
 
@@ -144,7 +131,8 @@ def batch_terms(batch: CoopBatch, W: torch.Tensor) -> dict[str, torch.Tensor]:
     n, length, k = batch.H.shape[1:]
     Hs = expand(batch.H.reshape(len(batch), n * length, k))
     rates = nats_to_bits(rates_nats(Hs, Ws, batch.noise_comm_w))
-    speb = batch_speb(batch, W)
+    speb = lian_speb(batch.array, expand(batch.bs_positions_m), expand(batch.target_position_m),
+                     expand(batch.alpha), W, batch.snapshots, batch.noise_sense_w, model=batch.speb_model)
     power = (W.real**2 + W.imag**2).sum(dim=(-2, -1))
     return {
         "rates_bps_hz": rates,
