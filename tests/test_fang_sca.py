@@ -31,10 +31,10 @@ def test_closed_form_gradient_matches_autograd(ns):
     assert math.isclose(float(parts["objective"][0]), float(objective_terms(inst, W)["objective"]), rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_objective_never_decreases(seed):
+@pytest.mark.parametrize("seed,step", [(0, "lbfgs"), (1, "lbfgs"), (2, "lbfgs"), (0, "paper"), (1, "paper")])
+def test_objective_never_decreases(seed, step):
     inst = fang_preset(seed)
-    res = SCA(max_iterations=300, tolerance=1e-12).solve(inst)
+    res = SCA(max_iterations=300, tolerance=1e-12, step=step).solve(inst)
     obj = [t["objective"] for t in res.trace]
     drops = [b - a for a, b in zip(obj, obj[1:]) if b < a - 1e-10 * abs(a)]
     assert not drops, drops[:3]
@@ -116,9 +116,16 @@ def test_uses_w0_and_reports_max_iterations():
     inst = small_preset(3)
     W0 = _random_w(inst, 9)
     inst0 = CrlbSumrateInstance(**{**inst.__dict__, "W0": W0})
+    for step in ("lbfgs", "paper"):
+        res = SCA(max_iterations=3, step=step, start_sensing_scale=1.0).solve(inst0)
+        assert res.status is Status.MAX_ITERATIONS and res.iterations == 3
+        assert res.trace[0]["objective"] == pytest.approx(float(objective_terms(inst, W0)["objective"]), rel=1e-12)
+    # the default L-BFGS start: W0 with its sensing block scaled by 1e-2, back at full power
+    damped = W0.clone()
+    damped[:, inst.num_users:] *= 1e-2
+    damped *= math.sqrt(inst.p_max_w) / torch.linalg.matrix_norm(damped)
     res = SCA(max_iterations=3).solve(inst0)
-    assert res.status is Status.MAX_ITERATIONS and res.iterations == 3
-    assert res.trace[0]["objective"] == pytest.approx(float(objective_terms(inst, W0)["objective"]), rel=1e-12)
+    assert res.trace[0]["objective"] == pytest.approx(float(objective_terms(inst, damped)["objective"]), rel=1e-12)
 
 
 def test_beats_the_baselines_and_is_deterministic():
@@ -164,7 +171,7 @@ def test_gpu_batch_equals_cpu(cls):
 
 def test_adaptive_step_is_monotone_and_reaches_the_same_point():
     inst = fang_preset(2)
-    paper = SCA(tolerance=1e-10, max_iterations=5000).solve(inst)
+    paper = SCA(step="paper", tolerance=1e-10, max_iterations=5000).solve(inst)
     fast = SCA(step="adaptive", tolerance=1e-10, max_iterations=5000).solve(inst)
     obj = [t["objective"] for t in fast.trace]
     assert all(b >= a - 1e-10 * abs(a) for a, b in zip(obj, obj[1:]))

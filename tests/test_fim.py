@@ -8,7 +8,7 @@ import torch
 from helpers import assert_close, autograd_grad, central_difference_grad, crandn
 from isac.metrics.bounds.fang import fang_derivatives, fang_fim
 from isac.metrics.fim import (
-    FactoredDerivatives, change_of_variables, crb_matrix, crb_trace, fisher_information, schur_complement,
+    BeamFisherMap, FactoredDerivatives, change_of_variables, crb_matrix, crb_trace, fisher_information, schur_complement,
 )
 from isac.scenario.arrays import fang_upa, li_ula
 
@@ -213,3 +213,41 @@ def test_derivative_shapes_are_checked():
     d = fang_derivatives(fang_upa(2, 2), fang_upa(2, 2), torch.zeros(2, dtype=torch.float64),
                          torch.zeros(2, dtype=torch.float64), crandn(g, 2))
     assert d.num_parameters == 8
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (2, 4)])
+def test_beam_fisher_map_equals_the_engine_and_autograd(shape):
+    """The low-rank map gives the engine's F and tr(F^-1), and the gradient of -tr(F^-1) equals autograd's.
+
+    N_t = 3 < 3M: the transmit vectors span all of C^Nt; N_t = 8: rank 3M = 6 < N_t."""
+    g = torch.Generator().manual_seed(11)
+    nt = shape[0] * shape[1]
+    tx, rx = fang_upa(*shape), fang_upa(2, 2)
+    theta = torch.tensor([[0.2, -0.4], [0.5, 0.1]], dtype=torch.float64)
+    phi = torch.tensor([[0.7, 1.1], [0.9, 1.3]], dtype=torch.float64)
+    alpha = crandn(g, 2, 2)
+    d = fang_derivatives(tx, rx, theta, phi, alpha)
+    kw = dict(snapshots=9, noise_power_w=0.4)
+    fmap = BeamFisherMap.from_derivatives(d, **kw)
+    assert fmap.rank == min(nt, 6)
+    W = crandn(g, 2, nt, 5)
+    F = fisher_information(d, beams=W, **kw)
+    assert_close(fmap.fim(W), F, rtol=1e-12, atol=1e-12 * float(F.abs().max()), what="F")
+    tr, grad = fmap.crb_trace_and_gradient(W)
+    assert_close(tr, crb_trace(F), rtol=1e-10, what="tr(F^-1)")
+    for b in range(2):
+        db = FactoredDerivatives(d.left[b], d.right[b])
+        ref = autograd_grad(lambda w: -crb_trace(fisher_information(db, beams=w, **kw)), W[b])
+        assert_close(grad[b], ref, rtol=1e-8, atol=1e-10 * float(ref.abs().max()), what="grad -tr(F^-1)")
+    one = BeamFisherMap.from_derivatives(FactoredDerivatives(d.left[1], d.right[1]), **kw)
+    assert_close(one.fim(W[1]), fmap.select(torch.tensor([1])).squeeze().fim(W[1]), rtol=1e-12, what="select/squeeze")
+
+
+def test_beam_fisher_map_singular_fim_is_inf_with_zero_gradient():
+    g = torch.Generator().manual_seed(12)
+    tx, rx = fang_upa(2, 2), fang_upa(2, 2)
+    d = fang_derivatives(tx, rx, torch.tensor([0.2, -0.3], dtype=torch.float64),
+                         torch.tensor([0.4, 0.9], dtype=torch.float64), crandn(g, 2))
+    fmap = BeamFisherMap.from_derivatives(d, snapshots=10, noise_power_w=1.0)
+    tr, grad = fmap.crb_trace_and_gradient(torch.zeros(4, 3, dtype=torch.complex128))
+    assert math.isinf(float(tr)) and float(tr) > 0 and not bool(grad.any())

@@ -157,6 +157,119 @@ def fisher_information(
     return scale.reshape(scale.shape + (1, 1)) * fim
 
 
+@dataclass(frozen=True)
+class BeamFisherMap:
+    r"""The FIM of :func:`fisher_information` with beams, as a linear map of one small real Gram matrix.
+
+    For iterative solvers that evaluate :math:`\mathrm{tr}(\mathbf F^{-1}(\mathbf W))` and its gradient
+    thousands of times. :math:`\mathbf F` depends on :math:`\mathbf W` only through
+    :math:`\mathbf v_i^H\mathbf W`, and the :math:`PR` transmit vectors :math:`\mathbf v_i` span an
+    :math:`r`-dimensional subspace (:math:`r = 3M` for point targets: :math:`\mathbf a`,
+    :math:`\dot{\mathbf a}_\theta`, :math:`\dot{\mathbf a}_\phi`). With an orthonormal basis
+    :math:`\mathbf B` ``[..., r, Nt]`` of the span of the :math:`\mathbf v_i^*` (rows),
+    :math:`\mathbf Y = [\Re(\mathbf B\mathbf W); \Im(\mathbf B\mathbf W)]` ``[..., 2r, S]`` and its Gram matrix
+    :math:`\mathbf\Gamma = \mathbf Y\mathbf Y^T`,
+
+    .. math::
+
+        \mathrm{vec}(\mathbf F) = \mathbf K\,\mathrm{vec}(\mathbf\Gamma),\qquad
+        \frac{\partial(-\mathrm{tr}\,\mathbf F^{-1})}{\partial\mathbf Y} = 2\,\mathbf G\mathbf Y,\quad
+        \mathbf G = \mathrm{mat}\big(\mathbf K^T\mathrm{vec}(\mathbf F^{-2})\big),
+
+    with ``K`` ``[..., P*P, 4*r*r]`` (float64, scale :math:`2L/\sigma^2` included) symmetrised so that
+    G is symmetric. Everything is real arithmetic: :math:`\mathbf Y` is ``real_rows`` applied to
+    :math:`[\Re\mathbf W; \Im\mathbf W]`. :meth:`crb_trace_and_gradient` gives the same in terms of a
+    complex W (the gradient :math:`\partial/\partial\Re\mathbf W + j\,\partial/\partial\Im\mathbf W`
+    is :math:`2\mathbf Q\mathbf W` with :math:`\mathbf Q` of :func:`crb_trace_covariance_gradient`).
+    Build with :meth:`from_derivatives`.
+    """
+
+    basis: torch.Tensor  # B [..., r, Nt] complex
+    real_rows: torch.Tensor  # [[Re B, -Im B], [Im B, Re B]] [..., 2r, 2Nt]
+    kmat: torch.Tensor  # K [..., P*P, 4*r*r]
+    num_parameters: int
+    eye: torch.Tensor  # I [P, P] float64
+
+    @classmethod
+    def from_derivatives(
+        cls,
+        derivatives: FactoredDerivatives,
+        *,
+        snapshots: int | float | torch.Tensor,
+        noise_power_w: float | torch.Tensor,
+        rank_tol: float = 1e-12,
+    ) -> BeamFisherMap:
+        r"""Basis from an SVD of the stacked :math:`\mathbf v_i^*`; ``rank_tol`` relative to the largest
+        singular value (one rank for a whole batch: the largest, which stays exact for every instance)."""
+        p, r = derivatives.left.shape[-3], derivatives.left.shape[-2]
+        _, vf, _ = derivatives.flattened()
+        u, s, vh = torch.linalg.svd(vf.conj(), full_matrices=False)
+        rank = max(1, int((s > rank_tol * s[..., :1]).sum(-1).max()))
+        basis = vh[..., :rank, :]
+        coef = (u[..., :rank] * s[..., None, :rank].to(u.dtype)).reshape(*u.shape[:-2], p, r, rank)
+        gt = derivatives.gram_terms
+        g = torch.complex(gt[0], gt[1]).reshape(*gt[0].shape[:-2], p, r, p, r)
+        # With Z = BW and M = Z Z^H: F_pq = Re sum_ab T_pq,ab M_ab, T_pq,ab = sum_rs C_pr,a conj(C_qs,b) gram_u[qs, pr].
+        t = torch.einsum("...pra,...qsb,...prqs->...pqab", coef, coef.conj(), g)
+        # Re M = G11 + G22, Im M = G21 - G12 in terms of the real Gram G = [[G11, G12], [G21, G22]].
+        k = torch.cat([torch.cat([t.real, t.imag], -1), torch.cat([-t.imag, t.real], -1)], -2)
+        k = 0.5 * (k + k.transpose(-2, -1))  # acts on the symmetric part of the Gram matrix
+        scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+        kmat = scale.reshape(scale.shape + (1, 1)) * k.reshape(*k.shape[:-4], p * p, 4 * rank * rank)
+        rows = torch.cat([torch.cat([basis.real, -basis.imag], -1), torch.cat([basis.imag, basis.real], -1)], -2)
+        return cls(basis, rows.contiguous(), kmat.contiguous(), p, torch.eye(p, dtype=torch.float64, device=kmat.device))
+
+    @property
+    def rank(self) -> int:
+        return self.basis.shape[-2]
+
+    def fim_from_gram(self, gram: torch.Tensor) -> torch.Tensor:
+        """F ``[..., P, P]`` from the Gram matrix ``[..., 2r, 2r]`` of Y."""
+        vec = self.kmat @ gram.reshape(*gram.shape[:-2], -1, 1)
+        return vec.reshape(*vec.shape[:-2], self.num_parameters, self.num_parameters)
+
+    def crb_trace_and_gram_gradient(self, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\mathrm{tr}(\mathbf F^{-1})` ``[...]`` and G ``[..., 2r, 2r]`` (see the class docstring).
+
+        F is inverted through its Cholesky factor, whose accuracy does not depend on the
+        scaling of F's rows (they differ by 1e10 and more in 003). Where F is not numerically
+        positive definite the trace is +inf and G is zero.
+        """
+        fim = self.fim_from_gram(gram)
+        chol, info = torch.linalg.cholesky_ex(fim)
+        linv = torch.linalg.solve_triangular(chol, self.eye, upper=False)
+        inv = linv.mT @ linv
+        phi = inv @ inv
+        bad = info != 0  # no host sync: a singular F gives +inf, whatever the partial factor holds
+        tr = (linv * linv).sum((-2, -1)).masked_fill_(bad, torch.inf)
+        g = (self.kmat.mT @ phi.reshape(*phi.shape[:-2], -1, 1)).reshape(gram.shape)
+        return tr, g.masked_fill_(bad[..., None, None], 0.0)
+
+    def squeeze(self) -> BeamFisherMap:
+        """The map of a batch of one, without the batch dimension."""
+        return BeamFisherMap(self.basis[0], self.real_rows[0], self.kmat[0], self.num_parameters, self.eye)
+
+    def select(self, idx: torch.Tensor) -> BeamFisherMap:
+        return BeamFisherMap(self.basis[idx], self.real_rows[idx], self.kmat[idx], self.num_parameters, self.eye)
+
+    def _rows(self, beams: torch.Tensor) -> torch.Tensor:
+        return self.real_rows @ torch.cat([beams.real, beams.imag], -2)
+
+    def fim(self, beams: torch.Tensor) -> torch.Tensor:
+        """F ``[..., P, P]`` at ``W [..., Nt, S]`` complex (equal to :func:`fisher_information`)."""
+        y = self._rows(beams)
+        return self.fim_from_gram(y @ y.mT)
+
+    def crb_trace_and_gradient(self, beams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\mathrm{tr}(\mathbf F^{-1})` ``[...]`` and :math:`\nabla_{\mathbf W}(-\mathrm{tr}\,\mathbf F^{-1})`
+        ``[..., Nt, S]`` complex at ``W [..., Nt, S]``."""
+        y = self._rows(beams)
+        tr, g = self.crb_trace_and_gram_gradient(y @ y.mT)
+        grad = self.real_rows.mT @ (2.0 * g @ y)  # [d/dRe W; d/dIm W]
+        n = beams.shape[-2]
+        return tr, torch.complex(grad[..., :n, :], grad[..., n:, :])
+
+
 def _index(idx: Sequence[int] | torch.Tensor, device) -> torch.Tensor:
     return torch.as_tensor(list(idx) if not isinstance(idx, torch.Tensor) else idx, dtype=torch.long, device=device)
 

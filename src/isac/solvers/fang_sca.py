@@ -45,12 +45,13 @@ from typing import ClassVar, Literal
 import torch
 
 from isac.metrics.bounds.fang import fang_derivatives
-from isac.metrics.fim import FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
+from isac.metrics.fim import BeamFisherMap, FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
 from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
 from isac.scenario.random import complex_normal, make_rng
 from isac.solvers.base import OptionError, Result, Solver, Status, finalize
 from isac.solvers.baselines import mrt_directions
 from isac.solvers.registry import register_solver, set_default_solver
+from isac.solvers.sphere_lbfgs import PowerSphere, lbfgs_ascent
 from isac.tensors import hermitian
 
 
@@ -131,6 +132,67 @@ def objective_and_gradient(b: _Batch, W: torch.Tensor) -> dict[str, torch.Tensor
     obj = b.delta_c * rates.sum(-1) - b.delta_s * crlb
     return {"objective": obj, "grad": dc * grad_c + ds * grad_s, "sigma2": signal / (interf * total),
             "Q": Q, "rates": rates, "crlb": crlb, "singular": singular}
+
+
+@dataclass
+class _RealProblem:
+    r"""Objective (11) and its gradient in real arithmetic, for the L-BFGS step (the same formulas as
+    :func:`objective_and_gradient`, which checks it, at a few dozen tensor operations per evaluation).
+
+    The point is ``x = vec([Re W; Im W])`` ``[..., 2n*S]``. One product with ``A = [H^H; B]`` (real
+    form ``[..., 2K+2r, 2n]``, B the FIM's transmit basis, :class:`isac.metrics.fim.BeamFisherMap`)
+    gives every :math:`\mathbf h_k^H\mathbf w_j` and the rows the FIM depends on; one product with
+    ``back`` (:math:`\mathbf A^T` with :math:`2\delta_c`, :math:`2\delta_s` folded in) gives the gradient.
+    Leading batch dimension optional (:meth:`squeeze`).
+    """
+
+    a: torch.Tensor  # [..., 2K+2r, 2n]
+    back: torch.Tensor  # [..., 2n, 2K+2r]
+    fim_map: BeamFisherMap
+    noise: torch.Tensor  # [..., 1]
+    delta_c: torch.Tensor  # [...]
+    delta_s: torch.Tensor  # [...]
+    num_users: int
+    num_streams: int
+    diag_mask: torch.Tensor  # [K, S]: 1 at (k, k)
+
+    @classmethod
+    def from_batch(cls, b: _Batch, num_streams: int) -> _RealProblem:
+        k = b.H.shape[-1]
+        fmap = BeamFisherMap.from_derivatives(b.derivs, snapshots=b.snapshots, noise_power_w=b.noise_s)
+        hh = b.H.mH
+        a = torch.cat([torch.cat([hh.real, -hh.imag], -1), torch.cat([hh.imag, hh.real], -1), fmap.real_rows], -2)
+        scale = torch.cat([(2.0 * b.delta_c)[:, None].expand(-1, 2 * k), (2.0 * b.delta_s)[:, None].expand(-1, a.shape[-2] - 2 * k)], -1)
+        mask = torch.eye(k, num_streams, dtype=torch.float64, device=a.device)
+        return cls(a.contiguous(), (a.mT * scale[:, None, :]).contiguous(), fmap, b.noise_c[:, None], b.delta_c,
+                   b.delta_s, k, num_streams, mask)
+
+    def squeeze(self) -> _RealProblem:
+        return _RealProblem(self.a[0], self.back[0], self.fim_map.squeeze(), self.noise[0], self.delta_c[0],
+                            self.delta_s[0], self.num_users, self.num_streams, self.diag_mask)
+
+    def select(self, idx: torch.Tensor) -> _RealProblem:
+        return _RealProblem(self.a[idx], self.back[idx], self.fim_map.select(idx), self.noise[idx], self.delta_c[idx],
+                            self.delta_s[idx], self.num_users, self.num_streams, self.diag_mask)
+
+    value_names: ClassVar[tuple[str, ...]] = ("objective", "sum_rate_nats", "crlb_trace")
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``values [..., 3]`` (objective (11), sum rate in nats, tr(F^-1)) and the gradient ``[..., 2n*S]``."""
+        k, s = self.num_users, self.num_streams
+        y = self.a @ x.unflatten(-1, (-1, s))
+        yc = y[..., : 2 * k, :].unflatten(-2, (2, k))  # Re, Im of h_k^H w_j
+        yb = y[..., 2 * k:, :]
+        gains = (yc * yc).sum(-3)
+        total = gains.sum(-1) + self.noise  # T_k
+        r_interf = (total - gains.diagonal(dim1=-2, dim2=-1)).reciprocal()  # 1 / I_k
+        sum_rate = torch.log(total * r_interf).sum(-1)
+        # d/dw_j of log T_k - log I_k is 2 h_k h_k^H w_j (1/T_k - [j != k]/I_k)
+        coef = (total.reciprocal() - r_interf)[..., None] + self.diag_mask * r_interf[..., None]
+        crlb, gram_grad = self.fim_map.crb_trace_and_gram_gradient(yb @ yb.mT)
+        grad = self.back @ torch.cat([(yc * coef.unsqueeze(-3)).flatten(-3, -2), gram_grad @ yb], -2)
+        values = torch.stack([self.delta_c * sum_rate - self.delta_s * crlb, sum_rate, crlb], -1)
+        return values, grad.flatten(-2)
 
 
 def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -221,32 +283,46 @@ class SCA(Solver):
     max_iterations: int | None = None
     tolerance: float | None = None
     power_constraint: Literal["total", "per-antenna"] = "total"
-    step: Literal["paper", "adaptive"] = "paper"
+    step: Literal["lbfgs", "paper", "adaptive"] | None = None
+    memory: int = 8
+    start_sensing_scale: float | None = None
     seed: int = 0
     rule: Literal["paper", "authors"] = "paper"
     device: str = "cpu"
 
-    DEFAULTS: ClassVar[dict[str, tuple[int, float]]] = {"paper": (20000, 1e-8), "authors": (2000, 1e-5)}
-    """(max_iterations, tolerance) of each rule when the option is None."""
+    DEFAULTS: ClassVar[dict[tuple[str, str], tuple[int, float]]] = {
+        ("paper", "lbfgs"): (5000, 1e-10), ("paper", "paper"): (20000, 1e-8), ("paper", "adaptive"): (20000, 1e-8),
+        ("authors", "paper"): (2000, 1e-5)}
+    """(max_iterations, tolerance) of each (rule, step) when the option is None."""
+    DAMPED_START: ClassVar[float] = 1e-2
+    """``start_sensing_scale`` of the L-BFGS step when the option is None."""
 
     def __post_init__(self) -> None:
         try:
             torch.device(self.device)
         except (RuntimeError, ValueError):
             raise ValueError(f"device {self.device!r} is not a torch device name") from None
-        if self.rule not in self.DEFAULTS:
+        if self.rule not in ("paper", "authors"):
             raise ValueError("rule must be 'paper' or 'authors'")
+        if self.step is None:
+            self.step = "paper" if self.rule == "authors" else "lbfgs"
+        if self.step not in ("lbfgs", "paper", "adaptive"):
+            raise ValueError("step must be 'lbfgs', 'paper' or 'adaptive'")
         if self.rule == "authors" and self.step != "paper":
             raise ValueError("rule='authors' uses the paper's step; step must be 'paper'")
-        its, tol = self.DEFAULTS[self.rule]
+        its, tol = self.DEFAULTS[(self.rule, self.step)]
         self.max_iterations = its if self.max_iterations is None else self.max_iterations
         self.tolerance = tol if self.tolerance is None else self.tolerance
         if self.max_iterations < 1:
             raise ValueError("max_iterations must be >= 1")
         if not self.tolerance > 0:
             raise ValueError("tolerance must be > 0")
-        if self.step not in ("paper", "adaptive"):
-            raise ValueError("step must be 'paper' or 'adaptive'")
+        if self.memory < 1:
+            raise ValueError("memory must be >= 1")
+        if self.start_sensing_scale is None:
+            self.start_sensing_scale = self.DAMPED_START if self.step == "lbfgs" else 1.0
+        if not (math.isfinite(self.start_sensing_scale) and self.start_sensing_scale > 0):
+            raise ValueError("start_sensing_scale must be a finite number > 0")
         if self.power_constraint not in ("total", "per-antenna"):
             raise ValueError("power_constraint must be 'total' or 'per-antenna'")
 
@@ -308,7 +384,36 @@ class SCA(Solver):
             statuses, messages, Ws, traces, iters = self._iterate(insts)
         return statuses, messages, [w.to("cpu", copy=True) for w in Ws], traces, iters
 
+    def _iterate_lbfgs(self, insts):
+        dev = self._device()
+        b = _Batch.stack(insts, dev)
+        self._prepare(b, insts)
+        W0 = self._initial(b, insts).to(dev)
+        n, s = W0.shape[-2:]
+        if self.start_sensing_scale != 1.0:
+            W0 = W0.clone()
+            W0[..., b.H.shape[-1]:] *= self.start_sensing_scale
+            W0 = project(W0, b.p_max, self.power_constraint == "per-antenna")
+        problem = _RealProblem.from_batch(b, s)
+        sphere = PowerSphere(b.p_max, n, s, per_antenna=self.power_constraint == "per-antenna")
+        res = lbfgs_ascent(problem, torch.cat([W0.real, W0.imag], -2).flatten(-2), sphere, memory=self.memory,
+                           max_iterations=self.max_iterations, tolerance=self.tolerance)
+        X = torch.stack(res.x).unflatten(-1, (2 * n, s))
+        W = self._finish(b, torch.complex(X[:, :n], X[:, n:]))
+        statuses = []
+        for conv, msg in zip(res.converged, res.messages):
+            if conv:
+                statuses.append(Status.CONVERGED)
+            elif "non-finite" in msg:
+                statuses.append(Status.NUMERICAL_ERROR)
+            else:
+                statuses.append(Status.MAX_ITERATIONS)
+        self._evaluations = res.evaluations
+        return statuses, res.messages, [W[i] for i in range(len(insts))], res.traces, res.iterations
+
     def _iterate(self, insts):
+        if self.step == "lbfgs":
+            return self._iterate_lbfgs(insts)
         dev = self._device()
         b = _Batch.stack(insts, dev)
         self._prepare(b, insts)
