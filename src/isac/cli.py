@@ -424,9 +424,10 @@ def bench_cmd(
                                            "the same lian instances at 10/20/30 dBm)."),
     quick: bool = typer.Option(False, "--quick", help="Two sizes, two instances each (zhao: batch of 50; lian: "
                                                       "20 dBm, two instances, no sca-sdr)."),
-    out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md and bench.json."),
+    out: Path = typer.Option(Path("bench-output"), "--out", help="Folder for bench.md, bench.json and bench.csv."),
     instances: int = typer.Option(5, "--instances", help="Instances per size (full mode)."),
-    batch: int = typer.Option(1000, "--batch", help="zhao: instances of the batched GNN forward pass (full mode)."),
+    batch: int = typer.Option(1000, "--batch", help="zhao: instances of the batched GNN forward pass; fang: instances "
+                                                    "of the batched-throughput rows (full mode)."),
     preset: str = typer.Option("zhao-fixed-b", "--preset", help="zhao: beampattern-sinr preset of the instances."),
     device: str = typer.Option("cpu", "--device", help="Also time batched sca (fang) / run the GNN (zhao) on this "
                                                        "torch device (e.g. cuda)."),
@@ -464,8 +465,10 @@ def bench_cmd(
         return
     if target == "fang":
         rows = bench_fang(num_tx=(8, 16) if quick else (8, 16, 32, 64, 128), instances=2 if quick else instances,
-                          echo=typer.echo, device=device)
-        typer.echo(f"wrote {write_report(rows, out, '003 solvers: time per instance against N_t')}")
+                          echo=typer.echo, device=device, batch=64 if quick else batch)
+        title = ("003 solvers against N_t, one instance at a time, and batched throughput at N_t = 16; "
+                 "ratios against sca -o rule=authors (the authors' iteration) in the same run")
+        typer.echo(f"wrote {write_report(rows, out, title)}")
         return
     rows = bench_zhao(grid_points=(180, 30) if quick else (180, 60, 30, 10), instances=2 if quick else instances,
                       batch=50 if quick else max(batch, instances), preset=preset, echo=typer.echo, device=device)

@@ -26,20 +26,25 @@ from isac.scenario.problems import get_family
 
 
 @contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with torch on ``n`` threads, then restore the caller's setting."""
+    old = torch.get_num_threads()
+    if old != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if old != n:
+            torch.set_num_threads(old)
+
+
 def one_thread():
     """Run the block with torch on one thread, then restore the caller's setting.
 
     Small dense problems (a few tens of antennas) only slow down in torch's thread pool,
     by up to 100x when anything else runs on the machine.
     """
-    old = torch.get_num_threads()
-    if old != 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if old != 1:
-            torch.set_num_threads(old)
+    return torch_threads(1)
 
 
 class Status(str, enum.Enum):

@@ -48,7 +48,7 @@ from isac.metrics.bounds.fang import fang_derivatives
 from isac.metrics.fim import BeamFisherMap, FactoredDerivatives, crb_trace_covariance_gradient, fisher_information
 from isac.scenario.instances.crlb_sumrate import PROBLEM, CrlbSumrateInstance
 from isac.scenario.random import complex_normal, make_rng
-from isac.solvers.base import OptionError, Result, Solver, Status, finalize
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize, torch_threads
 from isac.solvers.baselines import mrt_directions
 from isac.solvers.registry import register_solver, set_default_solver
 from isac.solvers.sphere_lbfgs import PowerSphere, lbfgs_ascent
@@ -195,6 +195,84 @@ class _RealProblem:
         return values, grad.flatten(-2)
 
 
+@dataclass
+class _Reduction:
+    r"""An exact change of variables for the L-BFGS step with total power (ours; option ``reduce``).
+
+    Everything in (11) depends on W only through :math:`\mathbf U^H\mathbf W`, U an orthonormal basis of
+    the range of :math:`[\mathbf H, \mathbf v_1, \dots]` (users' channels and the FIM's transmit
+    vectors; rank q <= K + 3M). The gradient therefore lies in range(U), and every L-BFGS
+    direction is a combination of gradients and past steps: the part of the start outside
+    range(U), :math:`\mathbf W_\perp`, is only ever rescaled, so it is one real coordinate z
+    (:math:`\mathbf W = \mathbf U\mathbf P + (z/z_0)\mathbf W_\perp`). Likewise the sensing block enters
+    only through :math:`\mathbf P_s\mathbf P_s^H`, and every update and inner product of the iteration is
+    that of :math:`\mathbf P_s = \mathbf L\mathbf Q^H` with :math:`\mathbf Q^H\mathbf Q=\mathbf I`: with
+    more sensing streams than q, the iteration runs on L (q x q). The iterates are those of the
+    full problem (in exact arithmetic), with 2q(K+q)+1 real unknowns instead of 2 N_t (K+N_s).
+    """
+
+    basis: torch.Tensor | None  # U [B, n, q]; None when q = n
+    perp: torch.Tensor | None  # W_perp [B, n, S]; None when it is zero
+    perp_norm: torch.Tensor | None  # z_0 [B]
+    sensing_rows: torch.Tensor | None  # Q^H [B, q, N_s]; None without compression
+    num_users: int
+
+    @classmethod
+    def build(cls, b: _Batch, W0: torch.Tensor, rank_tol: float = 1e-12) -> tuple[_Reduction, torch.Tensor]:
+        """The reduction of the start W0 ``[B, n, S]``; changes ``b`` into the reduced problem; returns X0."""
+        k, n = b.H.shape[-1], b.H.shape[-2]
+        span = torch.cat([b.H, b.derivs.flattened()[1].mT], -1)
+        u, sv, _ = torch.linalg.svd(span, full_matrices=False)
+        q = max(1, int((sv > rank_tol * sv[..., :1]).sum(-1).max()))
+        basis = perp = z0 = None
+        X = W0
+        if q < n:
+            basis = u[..., :q]
+            X = basis.mH @ W0
+            rest = W0 - basis @ X
+            norm = torch.linalg.matrix_norm(rest)
+            if bool((norm > 1e-12 * torch.linalg.matrix_norm(W0)).any()):
+                perp, z0 = rest, norm
+            b.H = basis.mH @ b.H
+            b.derivs = FactoredDerivatives(b.derivs.left, b.derivs.right @ basis.conj()[:, None])
+        rows = None
+        if X.shape[-1] - k > X.shape[-2]:
+            qf, rf = torch.linalg.qr(X[..., k:].mH)  # P_s^H = Q R: P_s = R^H Q^H
+            rows = qf.mH
+            X = torch.cat([X[..., :k], rf.mH], -1)
+        return cls(basis, perp, z0, rows, k), X
+
+    def lift(self, X: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """W ``[B, n, S]`` from the reduced X ``[B, q, S']`` and z ``[B]``."""
+        if self.sensing_rows is not None:
+            X = torch.cat([X[..., : self.num_users], X[..., self.num_users:] @ self.sensing_rows], -1)
+        W = X if self.basis is None else self.basis @ X
+        if self.perp is not None:
+            W = W + (z / self.perp_norm).to(W.dtype)[:, None, None] * self.perp
+        return W
+
+
+@dataclass
+class _WithScalar:
+    """An evaluator whose point carries one more coordinate (z of :class:`_Reduction`) it does not depend on."""
+
+    inner: _RealProblem
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        return self.inner.value_names
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values, grad = self.inner(x[..., :-1])
+        return values, torch.cat([grad, torch.zeros_like(grad[..., :1])], -1)
+
+    def select(self, idx: torch.Tensor) -> _WithScalar:
+        return _WithScalar(self.inner.select(idx))
+
+    def squeeze(self) -> _WithScalar:
+        return _WithScalar(self.inner.squeeze())
+
+
 def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     r""":math:`\lambda` ``[B]``: |dominant eigenvalue| of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`."""
     hs = b.H * parts["sigma2"].to(b.H.dtype)[:, None, :]
@@ -251,16 +329,39 @@ def initial_point(inst: CrlbSumrateInstance, seed: int, per_antenna: bool) -> to
 @register_solver
 @dataclass
 class SCA(Solver):
-    """Algorithm 1 of 003: two-layer SCA as projected gradient ascent with full power.
+    """Problem (11) of 003 on the full-power sphere: Algorithm 1 (projected gradient ascent) or, by default,
+    a Riemannian L-BFGS ascent on the same sphere (ours).
 
     Options:
-        max_iterations: iteration budget.
-        tolerance: stop when |f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12).
+        max_iterations: iteration budget (None: 5000 with step "lbfgs", 20000 with "paper" and
+            "adaptive", 2000 with rule "authors").
+        tolerance: stop when |f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12) (None: 1e-10 with
+            "lbfgs", 1e-8 with "paper"/"adaptive"; rule "authors": see below).
         power_constraint: "total" (eq. (30)) or "per-antenna" (Remark 2, eq. (31)).
-        step: "paper" uses the shift lambda of eq. (25) (step 1/(2 lambda), monotone by Sec. III-D);
+        step: "lbfgs" (default with rule "paper"; ours, not in the paper): L-BFGS with Armijo steps on
+            the power sphere(s), :func:`isac.solvers.sphere_lbfgs.lbfgs_ascent`, monotone, ~10x fewer
+            iterations than the paper's step at a fraction of its per-iteration cost (the objective
+            and gradient of :class:`_RealProblem`, through the engine's low-rank FIM map).
+            "paper" uses the shift lambda of eq. (25) (step 1/(2 lambda), monotone by Sec. III-D;
+            the default with rule "authors").
             "adaptive" (ours, not in the paper) uses s * lambda with s in [1e-4, 1] shrunk by 0.7 after
             every ascent step and reset towards 1 (x4) after a step that would decrease the objective,
             which is then rejected: monotone by construction, usually far fewer iterations.
+        memory: pairs kept by "lbfgs".
+        start_sensing_scale: the iteration starts from the initial point with its sensing block
+            scaled by this factor and the whole rescaled to full power (None: 1e-2 with "lbfgs", 1
+            otherwise). Why: from a start whose random sensing block holds most of the power
+            (N_s = N_t streams), the paper's objective sees that block as interference and its
+            ascent drops some users to zero power early, a stationary point below the one the
+            authors' script reaches, whose step (16) leaves the sensing streams out of T_k. Damping
+            the block lets the communication beams form first, as theirs do; the sensing streams
+            grow back as the CRB asks. Measured on fang seeds 0-79: the undamped start ends below
+            ``rule="authors"`` on 9 of 80 (by up to 0.2), the damped one on none.
+        threads: torch threads of :meth:`solve_batch` (single solves always run on one); batches of
+            hundreds of instances gain from 2.
+        reduce: with "lbfgs" and total power, iterate on the exact reduced variables of
+            :class:`_Reduction` (same iterates, 2.3x fewer unknowns at the default size, N_t-independent
+            cost); False iterates on W itself.
         seed: seed of the random sensing block of the default initial point.
         rule: "paper" (the text of 003) or "authors" (the authors' published script; see below).
         device: torch device the iteration runs on ("cpu", "cuda", "cuda:1", ...); instances and
@@ -289,6 +390,8 @@ class SCA(Solver):
     seed: int = 0
     rule: Literal["paper", "authors"] = "paper"
     device: str = "cpu"
+    threads: int = 1
+    reduce: bool = True
 
     DEFAULTS: ClassVar[dict[tuple[str, str], tuple[int, float]]] = {
         ("paper", "lbfgs"): (5000, 1e-10), ("paper", "paper"): (20000, 1e-8), ("paper", "adaptive"): (20000, 1e-8),
@@ -319,6 +422,8 @@ class SCA(Solver):
             raise ValueError("tolerance must be > 0")
         if self.memory < 1:
             raise ValueError("memory must be >= 1")
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1")
         if self.start_sensing_scale is None:
             self.start_sensing_scale = self.DAMPED_START if self.step == "lbfgs" else 1.0
         if not (math.isfinite(self.start_sensing_scale) and self.start_sensing_scale > 0):
@@ -328,6 +433,8 @@ class SCA(Solver):
 
     def _solve(self, inst):
         statuses, messages, Ws, traces, iters = self._run([inst])
+        if self.step == "lbfgs":
+            self.record(info={"evaluations": self._evaluations[0]})
         return statuses[0], messages[0], {"W": Ws[0]}, traces[0], iters[0]
 
     def solve_batch(self, instances: list[CrlbSumrateInstance]) -> list[Result]:
@@ -342,13 +449,15 @@ class SCA(Solver):
         if not instances:
             return []
         t0 = time.perf_counter()
-        statuses, messages, Ws, traces, iters = self._run(instances)
+        with torch_threads(self.threads):
+            statuses, messages, Ws, traces, iters = self._run(instances)
         elapsed = (time.perf_counter() - t0) / len(instances)
         out = []
-        for inst, st, msg, W, tr, it in zip(instances, statuses, messages, Ws, traces, iters):
+        evaluations = self._evaluations if self.step == "lbfgs" else [None] * len(instances)
+        for inst, st, msg, W, tr, it, ev in zip(instances, statuses, messages, Ws, traces, iters, evaluations):
             res = Result(problem=inst.problem, solver=self.name, status=st, message=msg, solution={"W": W},
                          trace=tr, iterations=it, time_s=elapsed, timings={"solve_s": elapsed, "batched": 1.0},
-                         options=self.options(), seed=self.seed)
+                         options=self.options(), seed=self.seed, info={} if ev is None else {"evaluations": ev})
             out.append(finalize(res, inst))
         return out
 
@@ -394,12 +503,24 @@ class SCA(Solver):
             W0 = W0.clone()
             W0[..., b.H.shape[-1]:] *= self.start_sensing_scale
             W0 = project(W0, b.p_max, self.power_constraint == "per-antenna")
-        problem = _RealProblem.from_batch(b, s)
-        sphere = PowerSphere(b.p_max, n, s, per_antenna=self.power_constraint == "per-antenna")
-        res = lbfgs_ascent(problem, torch.cat([W0.real, W0.imag], -2).flatten(-2), sphere, memory=self.memory,
-                           max_iterations=self.max_iterations, tolerance=self.tolerance)
-        X = torch.stack(res.x).unflatten(-1, (2 * n, s))
-        W = self._finish(b, torch.complex(X[:, :n], X[:, n:]))
+        per_antenna = self.power_constraint == "per-antenna"
+        reduction = None
+        if self.reduce and not per_antenna:
+            reduction, W0 = _Reduction.build(b, W0)
+        q, s_red = W0.shape[-2:]
+        problem = _RealProblem.from_batch(b, s_red)
+        x0 = torch.cat([W0.real, W0.imag], -2).flatten(-2)
+        if reduction is not None and reduction.perp is not None:
+            problem, x0 = _WithScalar(problem), torch.cat([x0, reduction.perp_norm[:, None]], -1)
+        sphere = PowerSphere(b.p_max, q, s_red, per_antenna=per_antenna)
+        res = lbfgs_ascent(problem, x0, sphere, memory=self.memory, max_iterations=self.max_iterations,
+                           tolerance=self.tolerance)
+        x = torch.stack(res.x)
+        X = x[:, : 2 * q * s_red].unflatten(-1, (2 * q, s_red))
+        W = torch.complex(X[:, :q], X[:, q:])
+        if reduction is not None:
+            W = reduction.lift(W, x[:, -1] if reduction.perp is not None else None)
+        W = self._finish(b, W)
         statuses = []
         for conv, msg in zip(res.converged, res.messages):
             if conv:

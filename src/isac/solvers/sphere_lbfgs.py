@@ -100,26 +100,37 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(mask.reshape(mask.shape + (1,) * (a.dim() - mask.dim())), a, b)
 
 
-def _direction(buf: torch.Tensor, g: torch.Tensor, gamma: torch.Tensor | float, pad: torch.Tensor | None = None) -> torch.Tensor:
+def _direction(buf: torch.Tensor, g: torch.Tensor, gamma: torch.Tensor | float, pad: torch.Tensor | None = None,
+               gram: torch.Tensor | None = None, order: torch.Tensor | None = None) -> torch.Tensor:
     r""":math:`\mathbf H_k\mathbf g` in compact form (Byrd, Nocedal and Schnabel 1994, eq. (2.6)).
 
-    ``buf [..., 2m, n]`` holds s (rows < m) then y, oldest first, unused rows zero (they then
-    contribute nothing); ``gamma`` :math:`=\mathbf s^T\mathbf y/\mathbf y^T\mathbf y` of the newest
-    pair (:math:`\mathbf H_0=\gamma\mathbf I`); ``pad [m, m]`` a diagonal with ones on the unused
+    ``buf [..., 2m, n]`` holds s (rows < m) then y, unused rows zero (they then contribute
+    nothing); ``gamma`` :math:`=\mathbf s^T\mathbf y/\mathbf y^T\mathbf y` of the newest pair
+    (:math:`\mathbf H_0=\gamma\mathbf I`). The pairs are oldest first, or, with ``order [B, m]``
+    (the slot of the i-th oldest pair of a circular buffer), in that order. ``gram`` is
+    ``buf buf^T`` when the caller keeps it; ``pad [m, m]`` a diagonal with ones on the unused
     rows (else found from the buffer) to keep the triangular factor invertible.
     """
     m = buf.shape[-2] // 2
-    gram = buf @ buf.mT
+    if gram is None:
+        gram = buf @ buf.mT
+    v = buf @ g[..., None]
+    if order is not None:  # to chronological order
+        idx = torch.cat([order, order + m], -1)
+        gram = gram.gather(-2, idx[..., :, None].expand_as(gram)).gather(-1, idx[..., None, :].expand_as(gram))
+        v = v.gather(-2, idx[..., None])
     sy, yy = gram[..., :m, m:], gram[..., m:, m:]
     dsy = sy.diagonal(dim1=-2, dim2=-1)
     r = sy.triu() + (torch.diag_embed((dsy <= 0).to(sy.dtype)) if pad is None else pad)
     if isinstance(gamma, torch.Tensor):
         gamma = gamma[..., None, None]
-    v = (buf @ g[..., None])
     u = torch.linalg.solve_triangular(r, v[..., :m, :], upper=True)
     w = dsy[..., None] * u + gamma * (yy @ u - v[..., m:, :])
     w1 = torch.linalg.solve_triangular(r.mT, w, upper=False)
-    return (buf.mT @ torch.cat([w1, -gamma * u], -2))[..., 0] + (gamma[..., 0] if isinstance(gamma, torch.Tensor) else gamma) * g
+    coef = torch.cat([w1, -gamma * u], -2)
+    if order is not None:  # back to the slots
+        coef = torch.zeros_like(coef).scatter(-2, idx[..., None], coef)
+    return (buf.mT @ coef)[..., 0] + (gamma[..., 0] if isinstance(gamma, torch.Tensor) else gamma) * g
 
 
 def _shrink(t: torch.Tensor, slope: torch.Tensor, f: torch.Tensor, f_trial: torch.Tensor) -> torch.Tensor:
@@ -253,20 +264,30 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
         else:
             out.messages[i] = "the initial point gives a non-finite objective"
             rows.append(None)
+    # circular memory: the pair of slot j is (buf[:, j], buf[:, m + j]); pos = the next slot to write;
+    # gram = buf buf^T kept up to date (recomputing it would cost as much as the objective)
     buf = torch.zeros(x.shape[:-1] + (2 * m, x.shape[-1]), dtype=x.dtype, device=x.device)
+    gram = torch.zeros(n_inst, 2 * m, 2 * m, dtype=x.dtype, device=x.device)
+    pos = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     count = torch.zeros(n_inst, dtype=torch.long, device=x.device)
+    slots = torch.arange(m, device=x.device)
+    live = torch.tensor([r is not None for r in rows], device=x.device)
+    row_inst = torch.tensor([-1 if r is None else r for r in rows], device=x.device)
+    its_row = torch.zeros(n_inst, dtype=torch.long, device=x.device)
+    evals_row = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     gamma = gamma0.clone()
     d = gamma0[:, None] * g
     slope = (g * d).sum(-1)
     t = torch.ones_like(f)
     while any(r is not None for r in rows):
-        live = [j for j, r in enumerate(rows) if r is not None]
-        if len(live) < 0.75 * len(rows):  # compact: finished instances leave the batch
-            sel = torch.tensor(live, dtype=torch.long, device=x.device)
-            x, f, g, d, slope, t, buf, count, gamma, gamma0, radius = (
-                v[sel] for v in (x, f, g, d, slope, t, buf, count, gamma, gamma0, radius))
+        keep = [j for j, r in enumerate(rows) if r is not None]
+        if len(keep) < 0.75 * len(rows):  # compact: finished instances leave the batch
+            sel = torch.tensor(keep, dtype=torch.long, device=x.device)
+            x, f, g, d, slope, t, buf, gram, pos, count, gamma, gamma0, radius, live, row_inst, its_row, evals_row = (
+                v[sel] for v in (x, f, g, d, slope, t, buf, gram, pos, count, gamma, gamma0, radius, live, row_inst,
+                                 its_row, evals_row))
             evaluate, sphere = evaluate.select(sel), sphere.select(sel)
-            rows = [rows[j] for j in live]
+            rows = [rows[j] for j in keep]
         trial = sphere.normalize(x + t[:, None] * d)
         values, grad = evaluate(trial)
         fn = values[:, 0]
@@ -275,12 +296,21 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
         s, y = trial - x, g - gn
         sy = (s * y).sum(-1)
         push = ok & (sy > 0)
-        buf = _where(push, _push(buf, s, y, m), buf)
-        count = torch.where(push, (count + 1).clamp(max=m), count)
-        gamma = torch.where(push, sy / (y * y).sum(-1), gamma)
+        pr = push.nonzero().squeeze(-1)
+        if pr.numel():
+            j = pos[pr]
+            buf[pr, j], buf[pr, m + j] = s[pr], y[pr]
+            c = buf[pr] @ torch.stack([s[pr], y[pr]], -1) if pr.numel() < len(rows) // 4 else \
+                (buf @ torch.stack([s, y], -1))[pr]
+            gram[pr, :, j] = gram[pr, j, :] = c[..., 0]
+            gram[pr, :, m + j] = gram[pr, m + j, :] = c[..., 1]
+            pos = torch.where(push, (pos + 1) % m, pos)
+            count = torch.where(push, (count + 1).clamp(max=m), count)
+            gamma = torch.where(push, sy / (y * y).sum(-1), gamma)
         f_old = f
         x, f, g = _where(ok, trial, x), _where(ok, fn, f), _where(ok, gn, g)
-        d_new = sphere.tangent(x, _direction(buf, g, gamma))
+        order = (pos[:, None] + slots) % m
+        d_new = sphere.tangent(x, _direction(buf, g, gamma, gram=gram, order=order))
         slope_new = (g * d_new).sum(-1)
         reset = ok & (slope_new <= 0)  # not an ascent direction: drop the memory
         d = _where(ok, _where(reset, gamma0[:, None] * g, d_new), d)
@@ -288,28 +318,33 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
         tiny = ~ok & (t * torch.linalg.vector_norm(d, dim=-1) < 1e-13 * radius)
         stalled = tiny & (count == 0)
         reset = reset | (tiny & (count > 0))  # a step below round-off: restart from the gradient
-        buf = _where(reset, torch.zeros_like(buf), buf)
-        count = torch.where(reset, 0, count)
-        gamma = torch.where(reset, gamma0, gamma)
-        d = _where(reset, gamma0[:, None] * g, d)
-        t = torch.where(reset, 1.0, t)
+        rr = reset.nonzero().squeeze(-1)
+        if rr.numel():
+            buf[rr], gram[rr], pos[rr], count[rr] = 0.0, 0.0, 0, 0
+            gamma = torch.where(reset, gamma0, gamma)
+            d = _where(reset, gamma0[:, None] * g, d)
+            t = torch.where(reset, 1.0, t)
         slope = (g * d).sum(-1)
         done = ok & ((fn - f_old).abs() <= tolerance * f_old.abs().clamp(min=1e-12))
-        flags = torch.stack([ok, done, stalled], -1).tolist()
-        vals = values.tolist()
-        for j, i in enumerate(rows):
-            if i is None:
-                continue
-            acc, cv, st = flags[j]
-            out.evaluations[i] += 1
-            if acc:
-                out.iterations[i] += 1
-                out.traces[i].append(_trace_row(evaluate.value_names, out.iterations[i], vals[j]))
-            if cv or st or out.iterations[i] >= max_iterations:
+        acc = ok & live
+        its_row += acc
+        evals_row += live
+        finished = live & (done | stalled | (its_row >= max_iterations))
+        a = acc.nonzero().squeeze(-1)
+        if a.numel():  # trace rows of the accepted steps
+            for i, it, v in zip(row_inst[a].tolist(), its_row[a].tolist(), values[a].tolist()):
+                out.traces[i].append(_trace_row(evaluate.value_names, it, v))
+        fin = finished.nonzero().squeeze(-1).tolist()
+        if fin:
+            flags = torch.stack([done, stalled], -1)[fin].tolist()
+            for j, (cv, st) in zip(fin, flags):
+                i = rows[j]
+                out.iterations[i], out.evaluations[i] = int(its_row[j]), int(evals_row[j]) + 1
                 if cv:
                     out.converged[i], out.messages[i] = True, _converged_message(tolerance, out.iterations[i])
                 elif st:
                     out.converged[i], out.messages[i] = True, _stalled_message(out.iterations[i])
                 out.x[i] = x[j].clone()
                 rows[j] = None
+            live = live & ~finished
     return out
