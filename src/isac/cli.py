@@ -416,7 +416,7 @@ def reproduce_cmd(
 
 @app.command("bench")
 def bench_cmd(
-    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t), zhao (004 "
+    target: str = typer.Argument(..., help="What to benchmark: fang (003 solvers against N_t, ratios to -o rule=authors, batched throughput), zhao (004 "
                                            "solvers against the grid size N, GNN batched and single), li (000: "
                                            "admm vs fast per BS and per AO; exact vs brute-force vs MILP association), "
                                            "xu (001: every method against the certified optimum, time and SDPs) "
