@@ -126,3 +126,22 @@ def test_initial_point_is_unchanged_by_the_option():
     inst = small_preset(1)
     W = initial_point(inst, 0, False)
     assert float(torch.linalg.matrix_norm(W)) ** 2 == pytest.approx(inst.p_max_w, rel=1e-12)
+
+
+def test_bench_fang_on_a_tiny_case(tmp_path):
+    import csv
+
+    from isac.experiments.bench import bench_fang, write_report
+
+    rows = bench_fang(num_tx=(4,), instances=1, sdr_max_tx=0, echo=lambda _: None, batch=2, batch_threads=(1,))
+    write_report(rows, tmp_path, "tiny")
+    with open(tmp_path / "bench.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["method"] for r in table][:2] == ["sca", "sca rule=authors"]
+    by = {(r["num_tx"], r["method"]): r for r in rows}
+    assert by[(4, "sca rule=authors")]["speedup_vs_authors"] == 1.0
+    assert by[(4, "sca")]["below_authors"] == 0
+    assert by[(16, "sca rule=authors, one at a time")]["speedup_vs_authors"] == 1.0
+    batched = by[(16, "sca solve_batch x2, 1 thread")]
+    assert batched["instances"] == 2 and batched["instances_per_s"] > 0 and batched["ms_per_iteration"] > 0
+    assert "instances/s" in (tmp_path / "bench.md").read_text()

@@ -68,7 +68,8 @@ def bench_fang(
         ]
         if nt <= sdr_max_tx:
             methods.append(("wmmse-sdr", solver("wmmse-sdr")))
-        authors_obj: list[float] = []
+        solver("sca").solve(insts[0])  # first-call costs (imports, caches) outside the timings
+        objectives: dict[str, list[float]] = {}
         for label, s in methods:
             times, objs, iters = [], [], []
             for inst in insts:
@@ -77,9 +78,8 @@ def bench_fang(
                 times.append(time.perf_counter() - t0)
                 objs.append(r.metrics["objective"])
                 iters.append(r.iterations)
-            if label == "sca rule=authors":
-                authors_obj = objs
-            row = _fang_row(nt, label, len(insts), sum(times), objs, iters, authors_obj)
+            objectives[label] = objs
+            row = _fang_row(nt, label, len(insts), sum(times), objs, iters, None)
             rows.append(row)
             echo(f"N_t={nt:<4} {label:<22} {row['time_s']:.4f} s/instance, {row['ms_per_iteration']:.3f} ms/iteration, "
                  f"objective {row['objective_mean']:.6g}, iterations {row['iterations_mean']:.0f}")
@@ -87,8 +87,14 @@ def bench_fang(
             s = solver("sca", device=device)
             t0 = time.perf_counter()
             res = s.solve_batch(insts)
-            rows.append(_fang_row(nt, f"sca batched {device}", len(insts), time.perf_counter() - t0,
-                                  [r.metrics["objective"] for r in res], [r.iterations for r in res], authors_obj))
+            label = f"sca batched {device}"
+            objectives[label] = [r.metrics["objective"] for r in res]
+            rows.append(_fang_row(nt, label, len(insts), time.perf_counter() - t0, objectives[label],
+                                  [r.iterations for r in res], None))
+        for r in rows:
+            if r["num_tx"] == nt and r["method"] in objectives:
+                r["below_authors"] = sum(o < a - 1e-4 for o, a in zip(objectives[r["method"]],
+                                                                      objectives["sca rule=authors"]))
         _ratios(rows, nt)
     if batch:
         # throughput at the default size; the authors' rate from their iteration run one instance at a time
