@@ -71,7 +71,7 @@ def test_lbfgs_finds_the_top_eigenvalue_of_a_quadratic_on_the_sphere():
     x0 = torch.ones(1, 30, dtype=torch.float64) / math.sqrt(30)
     res = lbfgs_ascent(quad, x0, sphere, tolerance=1e-14, max_iterations=2000)
     top = float(torch.linalg.eigvalsh(A)[-1])
-    assert res.converged[0]
+    assert res.stops[0] in ("converged", "stalled")
     assert float(res.x[0] @ A @ res.x[0]) == pytest.approx(top, rel=1e-9)
     objs = [r["objective"] for r in res.traces[0]]
     assert all(b > a for a, b in zip(objs, objs[1:]))  # every accepted step raises f (Armijo)

@@ -69,83 +69,55 @@ def bench_fang(
         if nt <= sdr_max_tx:
             methods.append(("wmmse-sdr", solver("wmmse-sdr")))
         solver("sca").solve(insts[0])  # first-call costs (imports, caches) outside the timings
-        objectives: dict[str, list[float]] = {}
-        for label, s in methods:
-            times, objs, iters = [], [], []
-            for inst in insts:
-                t0 = time.perf_counter()
-                r = s.solve(inst)
-                times.append(time.perf_counter() - t0)
-                objs.append(r.metrics["objective"])
-                iters.append(r.iterations)
-            objectives[label] = objs
-            row = _fang_row(nt, label, len(insts), sum(times), objs, iters, None)
-            rows.append(row)
-            echo(f"N_t={nt:<4} {label:<22} {row['time_s']:.4f} s/instance, {row['ms_per_iteration']:.3f} ms/iteration, "
-                 f"objective {row['objective_mean']:.6g}, iterations {row['iterations_mean']:.0f}")
+        runs = [(label, lambda s=s: [s.solve(i) for i in insts]) for label, s in methods]
         if device and device != "cpu":
-            s = solver("sca", device=device)
-            t0 = time.perf_counter()
-            res = s.solve_batch(insts)
-            label = f"sca batched {device}"
-            objectives[label] = [r.metrics["objective"] for r in res]
-            rows.append(_fang_row(nt, label, len(insts), time.perf_counter() - t0, objectives[label],
-                                  [r.iterations for r in res], None))
-        for r in rows:
-            if r["num_tx"] == nt and r["method"] in objectives:
-                r["below_authors"] = sum(o < a - 1e-4 for o, a in zip(objectives[r["method"]],
-                                                                      objectives["sca rule=authors"]))
-        _ratios(rows, nt)
+            runs.append((f"sca batched {device}", lambda: solver("sca", device=device).solve_batch(insts)))
+        timed = [_timed(nt, label, run) for label, run in runs]
+        authors_row, authors_objs = next(t for t in timed if t[0]["method"] == "sca rule=authors")
+        for row, objs in timed:
+            row["speedup_vs_authors"] = authors_row["time_s"] / row["time_s"]
+            row["below_authors"] = _below(objs, authors_objs)
+            rows.append(row)
+            echo(f"N_t={nt:<4} {row['method']:<22} {row['time_s']:.4f} s/instance, {row['ms_per_iteration']:.3f} "
+                 f"ms/iteration, objective {row['objective_mean']:.6g}, iterations {row['iterations_mean']:.0f}")
     if batch:
         # throughput at the default size; the authors' rate from their iteration run one instance at a time
         insts = [fang_preset(seed) for seed in range(batch)]
         ref = insts[: max(instances, 2)]
-        t0 = time.perf_counter()
-        ref_res = [solver("sca", rule="authors").solve(i) for i in ref]
-        rows.append(_fang_row(16, "sca rule=authors, one at a time", len(ref), time.perf_counter() - t0,
-                              [r.metrics["objective"] for r in ref_res], [r.iterations for r in ref_res],
-                              [r.metrics["objective"] for r in ref_res]))
-        t0 = time.perf_counter()
-        one = [solver("sca").solve(i) for i in ref]
-        rows.append(_fang_row(16, "sca, one at a time", len(ref), time.perf_counter() - t0,
-                              [r.metrics["objective"] for r in one], [r.iterations for r in one],
-                              [r.metrics["objective"] for r in ref_res]))
-        for th in batch_threads:
-            s = solver("sca", threads=th)
-            t0 = time.perf_counter()
-            res = s.solve_batch(insts)
-            el = time.perf_counter() - t0
-            rows.append(_fang_row(16, f"sca solve_batch x{batch}, {th} thread{'s' if th > 1 else ''}", batch, el,
-                                  [r.metrics["objective"] for r in res], [r.iterations for r in res], None))
-            echo(f"N_t=16   batched x{batch} on {th} thread(s): {batch / el:.1f} instances/s")
+        authors, default = solver("sca", rule="authors"), solver("sca")
+        runs = [("sca rule=authors, one at a time", lambda: [authors.solve(i) for i in ref]),
+                ("sca, one at a time", lambda: [default.solve(i) for i in ref])]
+        runs += [(f"sca solve_batch x{batch}, {th} thread{'s' if th > 1 else ''}",
+                  lambda th=th: solver("sca", threads=th).solve_batch(insts)) for th in batch_threads]
         if device and device != "cpu":
-            s = solver("sca", device=device)
-            t0 = time.perf_counter()
-            res = s.solve_batch(insts)
-            rows.append(_fang_row(16, f"sca solve_batch x{batch}, {device}", batch, time.perf_counter() - t0,
-                                  [r.metrics["objective"] for r in res], [r.iterations for r in res], None))
-        base = next(r for r in rows if r["method"] == "sca rule=authors, one at a time")
-        for r in rows[rows.index(base):]:
-            r["speedup_vs_authors"] = r["instances_per_s"] / base["instances_per_s"]
+            runs.append((f"sca solve_batch x{batch}, {device}", lambda: solver("sca", device=device).solve_batch(insts)))
+        timed = [_timed(16, label, run) for label, run in runs]
+        base_row, base_objs = timed[0]
+        for row, objs in timed:
+            row["speedup_vs_authors"] = row["instances_per_s"] / base_row["instances_per_s"]
+            if len(objs) == len(base_objs):  # the same instances as the reference
+                row["below_authors"] = _below(objs, base_objs)
+            rows.append(row)
+            echo(f"N_t=16   {row['method']}: {row['instances_per_s']:.1f} instances/s")
     return rows
 
 
-def _fang_row(nt: int, label: str, n: int, total_s: float, objs: list[float], iters: list[int],
-              authors_obj: list[float] | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"num_tx": nt, "method": label, "instances": n, "time_s": total_s / n,
-                           "instances_per_s": n / total_s, "objective_mean": statistics.mean(objs),
-                           "iterations_mean": statistics.mean(iters),
-                           "ms_per_iteration": 1e3 * total_s / max(sum(iters), 1)}
-    if authors_obj and len(authors_obj) == len(objs):
-        row["below_authors"] = sum(o < a - 1e-4 for o, a in zip(objs, authors_obj))
-    return row
+def _timed(nt: int, label: str, run: Callable[[], list]) -> tuple[dict[str, Any], list[float]]:
+    """Run ``run()`` (a list of Results) once: its row (time per instance, instances/s, ms per iteration, ...)
+    and the objectives."""
+    t0 = time.perf_counter()
+    res = run()
+    total_s = time.perf_counter() - t0
+    objs = [r.metrics["objective"] for r in res]
+    iters = [r.iterations for r in res]
+    return {"num_tx": nt, "method": label, "instances": len(res), "time_s": total_s / len(res),
+            "instances_per_s": len(res) / total_s, "objective_mean": statistics.mean(objs),
+            "iterations_mean": statistics.mean(iters), "ms_per_iteration": 1e3 * total_s / max(sum(iters), 1)}, objs
 
 
-def _ratios(rows: list[dict[str, Any]], nt: int) -> None:
-    mine = [r for r in rows if r["num_tx"] == nt and "speedup_vs_authors" not in r]
-    base = next((r for r in mine if r["method"] == "sca rule=authors"), None)
-    for r in mine:
-        r["speedup_vs_authors"] = base["time_s"] / r["time_s"] if base else None
+def _below(objs: list[float], authors: list[float]) -> int:
+    """How many instances end below the authors' iteration by more than 1e-4."""
+    return sum(o < a - 1e-4 for o, a in zip(objs, authors))
 
 
 def bench_zhao(

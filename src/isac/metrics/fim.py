@@ -106,6 +106,11 @@ def _check_transmit(covariance, beams):
     return x
 
 
+def _scale(snapshots: int | float | torch.Tensor, noise_power_w: float | torch.Tensor) -> torch.Tensor:
+    r"""The factor :math:`2L/\sigma^2` of every FIM here."""
+    return 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+
+
 def fisher_information(
     derivatives: torch.Tensor | FactoredDerivatives,
     *,
@@ -124,9 +129,7 @@ def fisher_information(
         noise_power_w: :math:`\sigma^2` in watts, scalar or ``[...]``.
     """
     x = _check_transmit(covariance, beams)
-    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(
-        noise_power_w, dtype=torch.float64
-    )
+    scale = _scale(snapshots, noise_power_w)
     if isinstance(derivatives, FactoredDerivatives):
         _, vf, _ = derivatives.flattened()
         if beams is not None:
@@ -214,7 +217,7 @@ class BeamFisherMap:
         # Re M = G11 + G22, Im M = G21 - G12 in terms of the real Gram G = [[G11, G12], [G21, G22]].
         k = torch.cat([torch.cat([t.real, t.imag], -1), torch.cat([-t.imag, t.real], -1)], -2)
         k = 0.5 * (k + k.transpose(-2, -1))  # acts on the symmetric part of the Gram matrix
-        scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+        scale = _scale(snapshots, noise_power_w)
         kmat = scale.reshape(scale.shape + (1, 1)) * k.reshape(*k.shape[:-4], p * p, 4 * rank * rank)
         rows = torch.cat([torch.cat([basis.real, -basis.imag], -1), torch.cat([basis.imag, basis.real], -1)], -2)
         return cls(basis, rows.contiguous(), kmat.contiguous(), p, torch.eye(p, dtype=torch.float64, device=kmat.device))
@@ -343,7 +346,7 @@ def crb_trace_covariance_gradient(
 
     ``inverse``: :math:`\mathbf F^{-1}` when the caller already has it (then ``fim`` is not inverted again).
     """
-    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+    scale = _scale(snapshots, noise_power_w)
     inv = torch.linalg.inv(fim) if inverse is None else inverse
     phi = inv @ inv
     phi = 0.5 * (phi + phi.transpose(-2, -1))
@@ -376,6 +379,6 @@ def covariance_coefficients(
     dg = derivatives.dense() if isinstance(derivatives, FactoredDerivatives) else derivatives
     if dg.dtype != COMPLEX:
         raise DTypeError(f"derivatives: expected complex128, got {dg.dtype}")
-    scale = 2.0 * torch.as_tensor(snapshots, dtype=torch.float64) / torch.as_tensor(noise_power_w, dtype=torch.float64)
+    scale = _scale(snapshots, noise_power_w)
     c = torch.einsum("...qai,...paj->...pqij", dg.conj(), dg)
     return scale.to(c.dtype).reshape(scale.shape + (1, 1, 1, 1)) * c

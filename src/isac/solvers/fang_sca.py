@@ -279,6 +279,11 @@ class _WithScalar:
         return _WithScalar(self.inner.squeeze())
 
 
+_ASCENT_STATUS = {"converged": Status.CONVERGED, "stalled": Status.CONVERGED, "max_iterations": Status.MAX_ITERATIONS,
+                  "non-finite start": Status.NUMERICAL_ERROR}
+"""The solver status of each way :func:`isac.solvers.sphere_lbfgs.lbfgs_ascent` stops."""
+
+
 def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
     r""":math:`\lambda` ``[B]``: |dominant eigenvalue| of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`."""
     hs = b.H * parts["sigma2"].to(b.H.dtype)[:, None, :]
@@ -439,9 +444,8 @@ class SCA(Solver):
             raise ValueError("power_constraint must be 'total' or 'per-antenna'")
 
     def _solve(self, inst):
-        statuses, messages, Ws, traces, iters = self._run([inst])
-        if self.step == "lbfgs":
-            self.record(info={"evaluations": self._evaluations[0]})
+        statuses, messages, Ws, traces, iters, infos = self._run([inst])
+        self.record(info=infos[0])
         return statuses[0], messages[0], {"W": Ws[0]}, traces[0], iters[0]
 
     def solve_batch(self, instances: list[CrlbSumrateInstance]) -> list[Result]:
@@ -457,14 +461,13 @@ class SCA(Solver):
             return []
         t0 = time.perf_counter()
         with torch_threads(self.threads):
-            statuses, messages, Ws, traces, iters = self._run(instances)
+            statuses, messages, Ws, traces, iters, infos = self._run(instances)
         elapsed = (time.perf_counter() - t0) / len(instances)
         out = []
-        evaluations = self._evaluations if self.step == "lbfgs" else [None] * len(instances)
-        for inst, st, msg, W, tr, it, ev in zip(instances, statuses, messages, Ws, traces, iters, evaluations):
+        for inst, st, msg, W, tr, it, info in zip(instances, statuses, messages, Ws, traces, iters, infos):
             res = Result(problem=inst.problem, solver=self.name, status=st, message=msg, solution={"W": W},
                          trace=tr, iterations=it, time_s=elapsed, timings={"solve_s": elapsed, "batched": 1.0},
-                         options=self.options(), seed=self.seed, info={} if ev is None else {"evaluations": ev})
+                         options=self.options(), seed=self.seed, info=info)
             out.append(finalize(res, inst))
         return out
 
@@ -497,20 +500,19 @@ class SCA(Solver):
         # inference_mode skips autograd bookkeeping (about 25 % of the per-iteration time);
         # the returned beams are cloned into ordinary tensors.
         with torch.inference_mode():
-            statuses, messages, Ws, traces, iters = self._iterate(insts)
-        return statuses, messages, [w.to("cpu", copy=True) for w in Ws], traces, iters
+            statuses, messages, Ws, traces, iters, infos = self._iterate(insts)
+        return statuses, messages, [w.to("cpu", copy=True) for w in Ws], traces, iters, infos
 
     def _iterate_lbfgs(self, insts):
         dev = self._device()
         b = _Batch.stack(insts, dev)
         self._prepare(b, insts)
         W0 = self._initial(b, insts).to(dev)
-        n, s = W0.shape[-2:]
+        per_antenna = self.power_constraint == "per-antenna"
         if self.start_sensing_scale != 1.0:
             W0 = W0.clone()
             W0[..., b.H.shape[-1]:] *= self.start_sensing_scale
-            W0 = project(W0, b.p_max, self.power_constraint == "per-antenna")
-        per_antenna = self.power_constraint == "per-antenna"
+            W0 = project(W0, b.p_max, per_antenna)
         reduction = None
         if self.reduce and not per_antenna:
             reduction, W0 = _Reduction.build(b, W0)
@@ -528,16 +530,9 @@ class SCA(Solver):
         if reduction is not None:
             W = reduction.lift(W, x[:, -1] if reduction.perp is not None else None)
         W = self._finish(b, W)
-        statuses = []
-        for conv, msg in zip(res.converged, res.messages):
-            if conv:
-                statuses.append(Status.CONVERGED)
-            elif "non-finite" in msg:
-                statuses.append(Status.NUMERICAL_ERROR)
-            else:
-                statuses.append(Status.MAX_ITERATIONS)
-        self._evaluations = res.evaluations
-        return statuses, res.messages, [W[i] for i in range(len(insts))], res.traces, res.iterations
+        statuses = [_ASCENT_STATUS[stop] for stop in res.stops]
+        infos = [{"evaluations": ev} for ev in res.evaluations]
+        return statuses, res.messages, [W[i] for i in range(len(insts))], res.traces, res.iterations, infos
 
     def _iterate(self, insts):
         if self.step == "lbfgs":
@@ -624,7 +619,7 @@ class SCA(Solver):
                     keep.append(idx)
             active = torch.tensor(keep, dtype=torch.long, device=dev)
         W = self._finish(b, X)
-        return statuses, messages, [W[i] for i in range(n)], traces, iters
+        return statuses, messages, [W[i] for i in range(n)], traces, iters, [{} for _ in range(n)]
 
 
 @register_solver

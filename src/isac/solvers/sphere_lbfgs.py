@@ -83,12 +83,17 @@ class PowerSphere:
         return PowerSphere(self.p_max[0], self.num_antennas, self.num_streams, self.per_antenna)
 
 
+STOPS = ("converged", "stalled", "max_iterations", "non-finite start")
+"""Why an instance stopped: tolerance met; no step above round-off from a fresh memory; budget; f(x0) not finite."""
+
+
 @dataclass
 class AscentResult:
-    """Per instance: final point, why it stopped, accepted iterations, evaluations, trace."""
+    """Per instance: final point, why it stopped (one of :data:`STOPS`, and a message), accepted iterations,
+    evaluations, trace."""
 
     x: list[torch.Tensor]
-    converged: list[bool]
+    stops: list[str]
     messages: list[str]
     iterations: list[int]
     evaluations: list[int]
@@ -144,6 +149,13 @@ def _push(buf: torch.Tensor, s: torch.Tensor, y: torch.Tensor, m: int) -> torch.
     return torch.cat([buf[..., 1:m, :], s[..., None, :], buf[..., m + 1:, :], y[..., None, :]], -2)
 
 
+_NON_FINITE_START = "the initial point gives a non-finite objective"
+
+
+def _budget_message(max_iterations: int) -> str:
+    return f"{max_iterations} iterations without meeting the tolerance"
+
+
 def _converged_message(tolerance: float, its: int) -> str:
     return f"objective change <= {tolerance:g} (relative) after {its} iterations"
 
@@ -191,10 +203,10 @@ def _single(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
     sphere, evaluate = sphere.squeeze(), evaluate.squeeze()
     values, g, radius, gamma0 = _start(evaluate, x, sphere)
     fv = float(values[0])
-    out = AscentResult([x], [False], [f"{max_iterations} iterations without meeting the tolerance"], [0], [1],
+    out = AscentResult([x], ["max_iterations"], [_budget_message(max_iterations)], [0], [1],
                        [[{"iteration": 0, "objective": fv}]])
     if not math.isfinite(fv):
-        out.messages[0] = "the initial point gives a non-finite objective"
+        out.stops[0], out.messages[0] = "non-finite start", _NON_FINITE_START
         return out
     g0, radius = float(gamma0), float(radius)
     pads = [torch.diag_embed((torch.arange(m, device=x.device) < m - c).to(x.dtype)) for c in range(m + 1)]
@@ -221,9 +233,9 @@ def _single(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
             its += 1
             out.traces[0].append(_trace_row(evaluate.value_names, its, vals))
             done = abs(fnv - fv) <= tolerance * max(abs(fv), 1e-12)
-            f_old, fv = fv, fnv
+            fv = fnv
             if done:
-                out.converged[0], out.messages[0] = True, _converged_message(tolerance, its)
+                out.stops[0], out.messages[0] = "converged", _converged_message(tolerance, its)
                 break
             d = sphere.tangent(x, _direction(buf, g, gamma, pads[count]) if count else gamma * g)
             slope = float(torch.dot(g, d))
@@ -238,7 +250,7 @@ def _single(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
         t = min(max(t_q, 0.1 * t), 0.5 * t) if t_q > 0 else 0.5 * t
         if t * float(torch.linalg.vector_norm(d)) < 1e-13 * radius:
             if count == 0:
-                out.converged[0], out.messages[0] = True, _stalled_message(its)
+                out.stops[0], out.messages[0] = "stalled", _stalled_message(its)
                 break
             buf.zero_()  # restart from the gradient
             count, gamma = 0, g0
@@ -254,40 +266,34 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
     values, g, radius, gamma0 = _start(evaluate, x, sphere)
     f = values[:, 0]
     f_list = f.tolist()
-    out = AscentResult(list(x), [False] * n_inst,
-                       [f"{max_iterations} iterations without meeting the tolerance"] * n_inst, [0] * n_inst,
-                       [1] * n_inst, [[{"iteration": 0, "objective": v}] for v in f_list])
-    rows: list[int | None] = []  # row of the batch -> instance (None: finished, still computed until compaction)
+    out = AscentResult(list(x), ["max_iterations"] * n_inst, [_budget_message(max_iterations)] * n_inst,
+                       [0] * n_inst, [1] * n_inst, [[{"iteration": 0, "objective": v}] for v in f_list])
     for i, v in enumerate(f_list):
-        if math.isfinite(v):
-            rows.append(i)
-        else:
-            out.messages[i] = "the initial point gives a non-finite objective"
-            rows.append(None)
-    # circular memory: the pair of slot j is (buf[:, j], buf[:, m + j]); pos = the next slot to write;
-    # gram = buf buf^T kept up to date (recomputing it would cost as much as the objective)
+        if not math.isfinite(v):
+            out.stops[i], out.messages[i] = "non-finite start", _NON_FINITE_START
+    # row j of the batch is instance row_inst[j]; finished rows (live False) are still computed until compaction.
+    # Circular memory: the pair of slot j is (buf[:, j], buf[:, m + j]); pos = the next slot to write;
+    # gram = buf buf^T kept up to date (recomputing it would cost as much as the objective).
+    live = torch.isfinite(f)
+    row_inst = torch.arange(n_inst, device=x.device)
     buf = torch.zeros(x.shape[:-1] + (2 * m, x.shape[-1]), dtype=x.dtype, device=x.device)
     gram = torch.zeros(n_inst, 2 * m, 2 * m, dtype=x.dtype, device=x.device)
     pos = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     count = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     slots = torch.arange(m, device=x.device)
-    live = torch.tensor([r is not None for r in rows], device=x.device)
-    row_inst = torch.tensor([-1 if r is None else r for r in rows], device=x.device)
     its_row = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     evals_row = torch.zeros(n_inst, dtype=torch.long, device=x.device)
     gamma = gamma0.clone()
     d = gamma0[:, None] * g
     slope = (g * d).sum(-1)
     t = torch.ones_like(f)
-    while any(r is not None for r in rows):
-        keep = [j for j, r in enumerate(rows) if r is not None]
-        if len(keep) < 0.75 * len(rows):  # compact: finished instances leave the batch
-            sel = torch.tensor(keep, dtype=torch.long, device=x.device)
+    while bool(live.any()):
+        if int(live.sum()) < 0.75 * live.numel():  # compact: finished instances leave the batch
+            sel = live.nonzero().squeeze(-1)
             x, f, g, d, slope, t, buf, gram, pos, count, gamma, gamma0, radius, live, row_inst, its_row, evals_row = (
                 v[sel] for v in (x, f, g, d, slope, t, buf, gram, pos, count, gamma, gamma0, radius, live, row_inst,
                                  its_row, evals_row))
             evaluate, sphere = evaluate.select(sel), sphere.select(sel)
-            rows = [rows[j] for j in keep]
         trial = sphere.normalize(x + t[:, None] * d)
         values, grad = evaluate(trial)
         fn = values[:, 0]
@@ -300,8 +306,7 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
         if pr.numel():
             j = pos[pr]
             buf[pr, j], buf[pr, m + j] = s[pr], y[pr]
-            c = buf[pr] @ torch.stack([s[pr], y[pr]], -1) if pr.numel() < len(rows) // 4 else \
-                (buf @ torch.stack([s, y], -1))[pr]
+            c = (buf @ torch.stack([s, y], -1))[pr]
             gram[pr, :, j] = gram[pr, j, :] = c[..., 0]
             gram[pr, :, m + j] = gram[pr, m + j, :] = c[..., 1]
             pos = torch.where(push, (pos + 1) % m, pos)
@@ -336,15 +341,13 @@ def _batch(evaluate, x, sphere, m, max_iterations, tolerance) -> AscentResult:
                 out.traces[i].append(_trace_row(evaluate.value_names, it, v))
         fin = finished.nonzero().squeeze(-1).tolist()
         if fin:
-            flags = torch.stack([done, stalled], -1)[fin].tolist()
-            for j, (cv, st) in zip(fin, flags):
-                i = rows[j]
-                out.iterations[i], out.evaluations[i] = int(its_row[j]), int(evals_row[j]) + 1
+            flags = torch.stack([row_inst, its_row, evals_row, done, stalled], -1)[fin].tolist()
+            for j, (i, its, evals, cv, st) in zip(fin, flags):
+                out.iterations[i], out.evaluations[i] = its, evals + 1
                 if cv:
-                    out.converged[i], out.messages[i] = True, _converged_message(tolerance, out.iterations[i])
+                    out.stops[i], out.messages[i] = "converged", _converged_message(tolerance, its)
                 elif st:
-                    out.converged[i], out.messages[i] = True, _stalled_message(out.iterations[i])
+                    out.stops[i], out.messages[i] = "stalled", _stalled_message(its)
                 out.x[i] = x[j].clone()
-                rows[j] = None
             live = live & ~finished
     return out
