@@ -218,16 +218,16 @@ def test_gnn_ip_skips_projection_when_feasible(tiny_ckpt, monkeypatch):
     zf = get_solver("beampattern-sinr", "zf").solve(inst)
     assert zf.feasible
 
-    def fake_forward(model, instances, device):
-        return zf.solution["C"][None], zf.solution["S"][None]
+    def fake_forward(model, inst, device):
+        return zf.solution["C"], zf.solution["S"], True
 
     def no_projection(*a, **k):
         raise AssertionError("projection must not run on a feasible GNN output")
 
-    monkeypatch.setattr(zl, "_forward", fake_forward)
-    monkeypatch.setattr("isac.solvers.zhao_sdr.project_feasible", no_projection)
+    monkeypatch.setattr(zl, "_forward_one", fake_forward)
+    monkeypatch.setattr(zl, "_project", no_projection)
     res = _solver("gnn-ip", tiny_ckpt).solve(inst)
-    assert res.feasible and res.info == {"projected": False} and res.timings["projection_s"] == 0.0
+    assert res.feasible and res.info == {"projected": False, "model": "gnn"} and res.timings["projection_s"] == 0.0
     assert torch.equal(res.solution["C"], zf.solution["C"])
 
 

@@ -499,7 +499,8 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: zhao 1e-3; lian 1e-3 (reduced), 2e-4 (--full)]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
-    mu: float = typer.Option(0.1, "--mu", help="zhao: weight mu of the SINR barrier in the loss (004 eq. (25); not given there)."),
+    mu: Optional[float] = typer.Option(None, "--mu", help="zhao: weight mu of the SINR barrier in the loss (004 eq. (25); "
+                                                        "not given there). [default: 0.1; zhao-gnn-fl 1]"),
     margin_db: float = typer.Option(1.0, "--margin-db", help="zhao: training margin (dB) on Gamma0 inside the barrier."),
     lr_schedule: str = typer.Option("cosine", "--lr-schedule", help="zhao: learning-rate schedule: cosine (decay to 1 %) or constant."),
     power_dbm: float = typer.Option(20.0, "--power-dbm", help="lian: per-BS budget P_n (dBm) of the samples."),
@@ -533,7 +534,7 @@ def train_cmd(
         return
     from isac.learning.train import TrainConfig, default_sizes, target_set_tag, train
 
-    kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn"}
+    kinds = {"zhao-gnn": "gnn", "zhao-dnn": "dnn", "zhao-gnn-fl": "gnn-fl"}
     if target not in kinds:
         raise UserError(f"unknown training target {target!r} (available: {', '.join(kinds)}, lian-lhgnn, "
                         "lian-lhgnn-noatt, lian-homognn, lian-cnn, lian-lhgnn-rzf)")

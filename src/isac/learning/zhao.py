@@ -266,24 +266,208 @@ class ZhaoGNN(nn.Module):
     def output_layers(self) -> list[nn.Module]:
         return [self.out_c, self.out_s]
 
-    def raw(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unnormalised outputs from features: ``h_feat [B, L, 2M]``, ``a_feat [B, K, 2M]`` float32
-        -> ``C_raw [B, M, L]``, ``S_raw [B, M, M]`` complex128."""
-        m = self.num_antennas
+    def trunk(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Initialisation and updating layers: features -> user nodes ``[B, L, D]``, radar node ``[B, D]``."""
         hc = self.f_c(h_feat)  # [B, L, D]
         sa = self.f_s(a_feat).mean(dim=1)  # [B, D]
         users = self.f_ct(hc + sa[:, None, :])
         radar = self.f_st(hc.mean(dim=1) + sa)
         for layer in self.layers:
             users, radar = layer(users, radar)
-        c = self.out_c(users).transpose(-2, -1)  # [B, 2M, L]
-        s = self.out_s(radar).reshape(-1, 2 * m, m)  # [B, 2M, M]
+        return users, radar
+
+    def raw(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalised outputs from features: ``h_feat [B, L, 2M]``, ``a_feat [B, K, 2M]`` float32
+        -> ``C_raw [B, M, L]``, ``S_raw [B, M, M]`` complex128."""
+        m = self.num_antennas
+        users, radar = self.trunk(h_feat, a_feat)
+        c = self.out_c(users)[..., : 2 * m].transpose(-2, -1)  # [B, 2M, L]
+        s = self.out_s(radar)[..., : 2 * m * m].reshape(-1, 2 * m, m)  # [B, 2M, M]
         return _to_complex(c, m), _to_complex(s, m)
 
     def forward(self, H: torch.Tensor, A: torch.Tensor, power_w, noise_w) -> tuple[torch.Tensor, torch.Tensor]:
         _check_inputs(H, A, self.num_antennas)
         C_raw, S_raw = self.raw(channel_features(H, power_w, noise_w), steering_features(A))
         return normalize_power(C_raw, S_raw, power_w)
+
+
+FL_SINR_MARGIN = 1e-6
+r"""Relative tightening of :math:`\Gamma_0` inside the feasibility layer (:func:`feasible_powers`): its SINRs are
+met with equality up to round-off, so the layer aims at :math:`\Gamma_0(1+10^{-6})`, far inside the evaluator's
+tolerance and invisible in the MSE."""
+
+
+def feasible_powers(
+    H: torch.Tensor,
+    C_dir: torch.Tensor,
+    S_dir: torch.Tensor,
+    user_logits: torch.Tensor,
+    sense_logit: torch.Tensor,
+    power_w,
+    noise_w,
+    sinr_target,
+    margin: float = FL_SINR_MARGIN,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Feasibility layer (ours, not in 004): beam powers that meet every SINR target for given beam directions.
+
+    With unit user directions :math:`\mathbf u_l` (columns of ``C_dir``), a sensing direction
+    :math:`\hat{\mathbf S}` (``S_dir`` scaled to unit Frobenius norm), user powers :math:`p_l` and
+    sensing power :math:`q`, i.e. :math:`\mathbf c_l=\sqrt{p_l}\mathbf u_l`,
+    :math:`\mathbf S=\sqrt q\hat{\mathbf S}`, the SINR constraint (11e) of user l is *linear* in
+    :math:`(\mathbf p,q)`:
+
+    .. math::
+
+        p_l g_{ll}\ \ge\ \Gamma\Big(\sum_{j\ne l}p_jg_{lj}+q s_l+\sigma^2\Big),\qquad
+        g_{lj}=|\mathbf h_l^H\mathbf u_j|^2,\ s_l=\|\mathbf h_l^H\hat{\mathbf S}\|^2,
+
+    i.e. :math:`\mathbf A\mathbf p\ge\mathbf b_0+q\mathbf b_s` with
+    :math:`\mathbf A=\mathbf I-\mathbf X`, :math:`X_{lj}=\Gamma g_{lj}/g_{ll}` (:math:`j\ne l`),
+    :math:`b_{0,l}=\Gamma\sigma^2/g_{ll}`, :math:`b_{s,l}=\Gamma s_l/g_{ll}`. When the spectral radius of
+    :math:`\mathbf X\ge 0` is below 1, :math:`\mathbf A^{-1}=\sum_k\mathbf X^k\ge 0` and *every* feasible
+    allocation is :math:`\mathbf p=\mathbf A^{-1}(\mathbf b_0+q\mathbf b_s+\mathbf e)` with a slack
+    :math:`\mathbf e\ge 0`. The power left after the least allocation,
+    :math:`P_{\rm spare}=P_0-\mathbf 1^T\mathbf A^{-1}\mathbf b_0`, is split by the network:
+    a share :math:`\alpha=\mathrm{sigmoid}(\texttt{sense\_logit})` to sensing,
+    :math:`q=\alpha P_{\rm spare}/(1+\mathbf 1^T\mathbf A^{-1}\mathbf b_s)`, the rest to the slack in the
+    direction :math:`\hat{\mathbf e}=\mathrm{softmax}(\texttt{user\_logits})`,
+    :math:`\mathbf e=(1-\alpha)P_{\rm spare}\hat{\mathbf e}/\mathbf 1^T\mathbf A^{-1}\hat{\mathbf e}`.
+    Then :math:`\mathbf 1^T\mathbf p+q=P_0` exactly (11c) and every SINR is at least :math:`\Gamma`
+    (equality for the users with no slack). The map is differentiable in the directions and the logits,
+    and its range is the whole feasible set of those directions.
+
+    It fails -- ``valid`` False -- exactly when the directions cannot meet the targets at power
+    :math:`P_0`: a beam orthogonal to its user, spectral radius :math:`\ge 1` (detected as a
+    non-positive entry of :math:`\mathbf A^{-1}\mathbf b_0`: with :math:`\mathbf b_0>0` a non-negative
+    solution exists only below radius 1, Perron-Frobenius), or :math:`P_{\rm spare}\le 0`.
+
+    Args:
+        H: ``[B, M, L]`` complex128 channels. C_dir: ``[B, M, L]`` and S_dir ``[B, M, Ns]`` complex128
+            (any scale; only directions are used). user_logits: ``[B, L]``, sense_logit: ``[B]`` float64.
+        power_w, noise_w: :math:`P_0`, :math:`\sigma^2` (W), scalars or ``[B]``. sinr_target: :math:`\Gamma_0`
+            (linear), scalar or ``[B]``. margin: :math:`\Gamma=\Gamma_0(1+\text{margin})`.
+    Returns:
+        ``(C [B, M, L], S [B, M, Ns], valid [B] bool)``; rows with ``valid`` False hold zeros (callers
+        substitute their own fallback).
+    """
+    b, m, n_users = C_dir.shape
+    p0 = _scalar_or_batch(power_w, b, "power_w").to(C_dir.device)
+    sig2 = _scalar_or_batch(noise_w, b, "noise_w").to(C_dir.device)
+    gam = _scalar_or_batch(sinr_target, b, "sinr_target").to(C_dir.device) * (1.0 + margin)
+    tiny = torch.finfo(REAL).tiny
+    u = C_dir / (C_dir.abs() ** 2).sum(-2, keepdim=True).clamp_min(tiny).sqrt()
+    s_hat = S_dir / (S_dir.abs() ** 2).sum((-2, -1), keepdim=True).clamp_min(tiny).sqrt()
+    Hh = H.conj().transpose(-2, -1)
+    G = (Hh @ u).abs() ** 2  # [B, L, L], (l, j) = |h_l^H u_j|^2
+    s = ((Hh @ s_hat).abs() ** 2).sum(-1)  # [B, L]
+    d = torch.diagonal(G, dim1=-2, dim2=-1)
+    ok = (d > 0).all(-1)
+    d_safe = torch.where(d > 0, d, torch.ones_like(d))
+    eye = torch.eye(n_users, dtype=REAL, device=C_dir.device)
+    X = gam[:, None, None] * G / d_safe[:, :, None] * (1.0 - eye)
+    A = eye - X
+    e_hat = torch.softmax(user_logits.to(REAL), dim=-1)
+    rhs = torch.stack([gam[:, None] * sig2[:, None] / d_safe, gam[:, None] * s / d_safe, e_hat], dim=-1)  # [B, L, 3]
+    sol, info = torch.linalg.solve_ex(A, rhs)
+    sums = sol.sum(-2)  # [B, 3]: 1^T A^-1 b0, 1^T A^-1 bs, 1^T A^-1 e_hat
+    spare = p0 - sums[:, 0]
+    valid = (ok & (info == 0) & (sol[..., 0] > 0).all(-1) & (spare > 0)
+             & torch.isfinite(sol).all(-1).all(-1))
+    alpha = torch.sigmoid(sense_logit.to(REAL))
+    safe = lambda x: torch.where(valid, x, torch.ones_like(x))  # noqa: E731  (keeps NaN out of the gradients)
+    q = alpha * torch.where(valid, spare, torch.zeros_like(spare)) / safe(1.0 + sums[:, 1])
+    k = (1.0 - alpha) * torch.where(valid, spare, torch.zeros_like(spare)) / safe(sums[:, 2])
+    sol = torch.where(valid[:, None, None], sol, torch.ones_like(sol))
+    p = sol[..., 0] + q[:, None] * sol[..., 1] + k[:, None] * sol[..., 2]  # [B, L]
+    # sqrt has an infinite derivative at 0: keep invalid rows (and a sensing power of exactly 0) off it
+    p = torch.where(valid[:, None] & (p > 0), p, torch.ones_like(p))
+    q_pos = valid & (q > 0)
+    q_root = torch.where(q_pos, torch.where(q_pos, q, torch.ones_like(q)).sqrt(), torch.zeros_like(q))
+    C = u * p.sqrt()[:, None, :].to(u.dtype)
+    S = s_hat * q_root[:, None, None].to(s_hat.dtype)
+    zero = ~valid[:, None, None]
+    return C.masked_fill(zero, 0.0), S.masked_fill(zero, 0.0), valid
+
+
+def null_others(H: torch.Tensor, C: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    r"""Remove a share :math:`\kappa_l` of each beam's component in the span of the *other* users' channels.
+
+    :math:`\mathbf c_l\leftarrow\mathbf c_l-\kappa_l\boldsymbol\Pi_{-l}\mathbf c_l`,
+    :math:`\boldsymbol\Pi_{-l}` the orthogonal projector onto :math:`\mathrm{span}\{\mathbf h_j\}_{j\ne l}`:
+    the interference :math:`\mathbf h_j^H\mathbf c_l` is multiplied by :math:`1-\kappa_l` (0 at
+    :math:`\kappa_l=1`, zero forcing). ``H``, ``C`` ``[B, M, L]`` complex128, ``share`` ``[B, L]`` float64.
+    """
+    n_users = C.shape[-1]
+    if n_users == 1:
+        return C
+    cols = []
+    for l in range(n_users):
+        others = torch.cat([H[..., :l], H[..., l + 1:]], dim=-1)  # [B, M, L-1]
+        oh = others.conj().transpose(-2, -1)
+        y = torch.linalg.solve(oh @ others, oh @ C[..., l:l + 1])
+        cols.append(C[..., l:l + 1] - share[:, l, None, None].to(C.dtype) * (others @ y))
+    return torch.cat(cols, dim=-1)
+
+
+def _scaled_channels(H: torch.Tensor, power_w, noise_w) -> torch.Tensor:
+    r""":math:`\mathbf h_l\sqrt{P_0}/\sigma` ``[B, M, L]`` complex128 (the complex form of :func:`channel_features`)."""
+    b = H.shape[0]
+    scale = (_scalar_or_batch(power_w, b, "power_w") / _scalar_or_batch(noise_w, b, "noise_w")).sqrt()
+    return H * scale.to(H.device)[:, None, None].to(H.dtype)
+
+
+ZF_SHARE_BIAS = 4.0
+r"""Added to the zero-forcing logit of :class:`ZhaoGNNFL` (:math:`\kappa=\mathrm{sigmoid}(\cdot+4)\approx 0.98`
+at initialisation, where the outputs are unrelated to the channels)."""
+
+
+class ZhaoGNNFL(ZhaoGNN):
+    r"""The GNN of 004 with our feasibility layer (:func:`feasible_powers`) in place of the normalisation (23).
+
+    Same trunk (initialisation and updating layers) as :class:`ZhaoGNN`; the output layers give one
+    more number per node: ``f_c^(3)`` gives :math:`2M+1` per user (direction of :math:`\mathbf c_l`, slack
+    logit), ``f_s^(3)`` :math:`2M^2+1` (direction of :math:`\mathbf S`, sensing-share logit). The layer
+    turns directions and logits into beams that meet every SINR target and the power exactly
+    whenever those directions can (``valid``); otherwise the output falls back to the plain
+    normalisation (23) of the raw outputs, which is then (almost surely) infeasible and is left to the
+    projection of ``gnn-ip``.
+
+    ``sinr_db`` is the :math:`\Gamma_0` the layer enforces unless ``forward`` is given one.
+    """
+
+    def __init__(self, num_antennas: int, sinr_db: float, width: int = HIDDEN, update_hidden: int = UPDATE_HIDDEN,
+                 num_layers: int = NUM_UPDATING_LAYERS):
+        super().__init__(num_antennas, width, update_hidden, num_layers)
+        m = self.num_antennas
+        self.sinr_db = float(sinr_db)
+        self.out_c = nn.Linear(width, 2 * m + 2)
+        self.out_s = nn.Linear(width, 2 * m * m + 1)
+
+    def raw_with_logits(self, h_feat: torch.Tensor, a_feat: torch.Tensor):
+        """``(C_raw [B, M, L], S_raw [B, M, M], user_logits [B, L], zf_logits [B, L], sense_logit [B])``;
+        the logits float64."""
+        m = self.num_antennas
+        users, radar = self.trunk(h_feat, a_feat)
+        oc, os_ = self.out_c(users), self.out_s(radar)
+        c = oc[..., : 2 * m].transpose(-2, -1)
+        s = os_[..., : 2 * m * m].reshape(-1, 2 * m, m)
+        return (_to_complex(c, m), _to_complex(s, m), oc[..., 2 * m].to(REAL), oc[..., 2 * m + 1].to(REAL),
+                os_[..., 2 * m * m].to(REAL))
+
+    def forward_valid(self, H: torch.Tensor, A: torch.Tensor, power_w, noise_w, sinr_target=None):
+        """``(C, S, valid)``: the feasibility layer's beams where ``valid``, the normalisation (23) elsewhere."""
+        _check_inputs(H, A, self.num_antennas)
+        gamma = 10.0 ** (self.sinr_db / 10.0) if sinr_target is None else sinr_target
+        C_raw, S_raw, lu, lz, ls = self.raw_with_logits(channel_features(H, power_w, noise_w), steering_features(A))
+        C_dir = null_others(H, C_raw + _scaled_channels(H, power_w, noise_w), torch.sigmoid(lz + ZF_SHARE_BIAS))
+        C_fl, S_fl, valid = feasible_powers(H, C_dir, S_raw, lu, ls, power_w, noise_w, gamma)
+        C_n, S_n = normalize_power(C_dir, S_raw, power_w)
+        keep = valid[:, None, None]
+        return torch.where(keep, C_fl, C_n), torch.where(keep, S_fl, S_n), valid
+
+    def forward(self, H: torch.Tensor, A: torch.Tensor, power_w, noise_w, sinr_target=None):
+        C, S, _ = self.forward_valid(H, A, power_w, noise_w, sinr_target)
+        return C, S
 
 
 class ZhaoDNN(nn.Module):
@@ -388,3 +572,138 @@ def zhao_loss(
     else:
         raise ValueError(f"sinr_scale must be 'linear' or 'db', got {sinr_scale!r}")
     return {"loss": mse + mu * barrier, "mse": mse, "barrier": barrier, "sinr": g}
+
+
+# --- one-instance inference without torch's per-operation overhead -----------------------------------
+
+
+def _np_sigmoid(x):
+    import numpy as np
+
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class NumpyForward:
+    r"""The forward pass of a trained :class:`ZhaoGNN` or :class:`ZhaoGNNFL` for ONE instance, in NumPy.
+
+    The same arithmetic as the torch modules (weights copied once, float64), for the single-instance
+    path of the learned solvers: a torch operation costs ~3-7 us of dispatch on a small CPU tensor
+    and the module runs ~100 of them, while the same NumPy operations on vectors of 128 cost ~1 us.
+    Batches go through the torch module. Tested against it (``tests/test_zhao_fl.py``).
+
+    ``__call__(H [M, L], A [M, K] complex128 arrays, power_w, noise_w, sinr_target)`` ->
+    ``(C [M, L], S [M, M] complex128 arrays, valid)``; ``valid`` is the feasibility layer's flag
+    (always True for a plain GNN, whose output is only normalised).
+    """
+
+    def __init__(self, model: nn.Module):
+        import numpy as np
+
+        if not isinstance(model, ZhaoGNN):
+            raise TypeError(f"NumpyForward runs a ZhaoGNN or ZhaoGNNFL, got {type(model).__name__}")
+        self.m = model.num_antennas
+        self.fl = isinstance(model, ZhaoGNNFL)
+        self.sinr_db = getattr(model, "sinr_db", None)
+
+        def lin(layer: nn.Linear):
+            return (layer.weight.detach().to(torch.float64).numpy().T.copy(),
+                    layer.bias.detach().to(torch.float64).numpy().copy())
+
+        def mlp(seq: nn.Sequential):
+            return lin(seq[0]), lin(seq[2])
+
+        self.f_c, self.f_s, self.f_ct, self.f_st = (mlp(model.f_c), mlp(model.f_s), mlp(model.f_ct), mlp(model.f_st))
+        self.layers = [(mlp(u.f1), mlp(u.f2), mlp(u.comb_user), mlp(u.comb_radar)) for u in model.layers]
+        self.out_c, self.out_s = lin(model.out_c), lin(model.out_s)
+        self._np = np
+
+    @staticmethod
+    def _mlp(p, x):
+        (w1, b1), (w2, b2) = p
+        return _np_sigmoid(x @ w1 + b1) @ w2 + b2
+
+    def raw(self, h_feat, a_feat):
+        """``h_feat [L, 2M]``, ``a_feat [K, 2M]`` -> output-layer values ``([L, 2M(+2)], [2M^2(+1)])``."""
+        np = self._np
+        hc = self._mlp(self.f_c, h_feat)
+        sa = self._mlp(self.f_s, a_feat).mean(0)
+        users = self._mlp(self.f_ct, hc + sa)
+        radar = self._mlp(self.f_st, hc.mean(0) + sa)
+        n_users = users.shape[0]
+        for f1, f2, cu, cr in self.layers:
+            msg = self._mlp(f1, users)
+            rmsg = self._mlp(f2, radar)
+            if n_users > 1:
+                others = np.broadcast_to(msg, (n_users, n_users, msg.shape[1])).copy()
+                others[np.arange(n_users), np.arange(n_users)] = -np.inf
+                pooled = others.max(1)
+            else:
+                pooled = np.zeros_like(msg)
+            users, radar = self._mlp(cu, users + rmsg + pooled), self._mlp(cr, rmsg + msg.mean(0))
+        return users @ self.out_c[0] + self.out_c[1], radar @ self.out_s[0] + self.out_s[1]
+
+    def __call__(self, H, A, power_w: float, noise_w: float, sinr_target: float | None = None):
+        np = self._np
+        m = self.m
+        g = H * math.sqrt(power_w / noise_w)
+        h_feat = np.concatenate([g.real.T, g.imag.T], axis=1)
+        a_feat = np.concatenate([A.real.T, A.imag.T], axis=1)
+        oc, os_ = self.raw(h_feat, a_feat)
+        C = (oc[:, :m] + 1j * oc[:, m:2 * m]).T  # [M, L]
+        s = os_[: 2 * m * m].reshape(2 * m, m)
+        S = s[:m] + 1j * s[m:]
+        if not self.fl:
+            f = math.sqrt(power_w / (np.sum(np.abs(C) ** 2) + np.sum(np.abs(S) ** 2)))
+            return C * f, S * f, True
+        gamma = 10.0 ** (self.sinr_db / 10.0) if sinr_target is None else float(sinr_target)
+        kappa = _np_sigmoid(oc[:, 2 * m + 1] + ZF_SHARE_BIAS)
+        C = self._null_others(H, C + g, kappa)
+        out = self._powers(H, C, S, oc[:, 2 * m], float(os_[2 * m * m]), power_w, noise_w,
+                           gamma * (1.0 + FL_SINR_MARGIN))
+        if out is None:
+            f = math.sqrt(power_w / (np.sum(np.abs(C) ** 2) + np.sum(np.abs(S) ** 2)))
+            return C * f, S * f, False
+        return out[0], out[1], True
+
+    def _null_others(self, H, C, kappa):
+        np = self._np
+        n_users = C.shape[1]
+        if n_users == 1:
+            return C
+        cols = []
+        for l in range(n_users):
+            others = np.delete(H, l, axis=1)
+            oh = others.conj().T
+            y = np.linalg.solve(oh @ others, oh @ C[:, l])
+            cols.append(C[:, l] - kappa[l] * (others @ y))
+        return np.stack(cols, axis=1)
+
+    def _powers(self, H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, gamma):
+        """:func:`feasible_powers` for one instance; None when the layer fails."""
+        np = self._np
+        u = C_dir / np.sqrt(np.sum(np.abs(C_dir) ** 2, axis=0))
+        s_hat = S_dir / math.sqrt(float(np.sum(np.abs(S_dir) ** 2)))
+        Hh = H.conj().T
+        G = np.abs(Hh @ u) ** 2
+        s = np.sum(np.abs(Hh @ s_hat) ** 2, axis=1)
+        d = np.diag(G).copy()
+        if not np.all(d > 0):
+            return None
+        n_users = d.shape[0]
+        X = gamma * G / d[:, None]
+        X[np.arange(n_users), np.arange(n_users)] = 0.0
+        e = np.exp(user_logits - user_logits.max())
+        rhs = np.stack([gamma * noise_w / d, gamma * s / d, e / e.sum()], axis=1)
+        try:
+            sol = np.linalg.solve(np.eye(n_users) - X, rhs)
+        except np.linalg.LinAlgError:
+            return None
+        sums = sol.sum(0)
+        spare = power_w - sums[0]
+        if not (np.all(np.isfinite(sol)) and np.all(sol[:, 0] > 0) and spare > 0):
+            return None
+        alpha = 1.0 / (1.0 + math.exp(-sense_logit))
+        q = alpha * spare / (1.0 + sums[1])
+        k = (1.0 - alpha) * spare / sums[2]
+        p = sol[:, 0] + q * sol[:, 1] + k * sol[:, 2]
+        return u * np.sqrt(p), s_hat * math.sqrt(q)

@@ -27,6 +27,7 @@ part of ``solve``: ``time_s`` is inference only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -38,10 +39,11 @@ import torch
 
 from isac.metrics.problems.beampattern_sinr import feasible_batch  # also registers the evaluator finalize() needs
 from isac.learning import WEIGHTS_DIR
+from isac.learning.zhao import NumpyForward, ZhaoGNN, ZhaoGNNFL
 from isac.learning.train import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, target_steering
 from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
-from isac.solvers.base import OptionError, Result, Solver, Status, finalize
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize, torch_threads
 from isac.solvers.registry import register_solver
 from isac.tensors import COMPLEX
 
@@ -121,9 +123,35 @@ def get_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Mo
     return _MODELS[key]
 
 
+_FAST: dict[int, tuple[torch.nn.Module, NumpyForward]] = {}
+
+
+def _fast_forward(model: torch.nn.Module) -> NumpyForward | None:
+    """The NumPy twin of a loaded GNN / GNN-FL (built once per model object); None for other models."""
+    if not isinstance(model, ZhaoGNN):
+        return None
+    hit = _FAST.get(id(model))
+    if hit is None or hit[0] is not model:
+        hit = (model, NumpyForward(model))
+        _FAST[id(model)] = hit
+    return hit[1]
+
+
+def _forward_one(model: torch.nn.Module, inst: BeampatternSinrInstance, device: str):
+    """One instance -> ``(C [M, L], S [M, M]`` complex128, feasibility layer valid); NumPy on CPU when possible."""
+    fast = _fast_forward(model) if device == "cpu" else None
+    if fast is None:
+        C, S, valid = _forward(model, [inst], device)
+        return C[0], S[0], bool(valid[0])
+    A = inst.array.steering(torch.deg2rad(inst.target_angles_deg)).numpy().T
+    C, S, valid = fast(inst.H.numpy(), A, inst.power_w, inst.noise_w, inst.sinr_target)
+    return torch.from_numpy(C), torch.from_numpy(S), valid
+
+
 @torch.no_grad()
 def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance], device: str):
-    """One forward pass over instances sharing M, L and K -> ``C [B, M, L]``, ``S [B, M, M]`` complex128 on CPU."""
+    """One forward pass over instances sharing M, L and K -> ``C [B, M, L]``, ``S [B, M, M]`` complex128 on CPU
+    and ``valid [B]`` (the feasibility layer's flag; all True for a model without one)."""
     H = torch.stack([i.H for i in instances]).to(device)
     first = instances[0]
     if all(i.spacing_wavelengths == first.spacing_wavelengths for i in instances):  # one array: vectorised
@@ -133,8 +161,13 @@ def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance
         A = torch.stack([target_steering(i) for i in instances]).to(device)
     power = torch.tensor([i.power_w for i in instances], dtype=torch.float64, device=device)
     noise = torch.tensor([i.noise_w for i in instances], dtype=torch.float64, device=device)
-    C, S = model(H, A, power, noise)
-    return C.to("cpu", COMPLEX), S.to("cpu", COMPLEX)
+    if isinstance(model, ZhaoGNNFL):
+        gamma = torch.tensor([i.sinr_target for i in instances], dtype=torch.float64, device=device)
+        C, S, valid = model.forward_valid(H, A, power, noise, gamma)
+    else:
+        C, S = model(H, A, power, noise)
+        valid = torch.ones(len(instances), dtype=torch.bool)
+    return C.to("cpu", COMPLEX), S.to("cpu", COMPLEX), valid.cpu()
 
 
 @dataclass
@@ -156,52 +189,67 @@ class _ZhaoLearned(Solver):
             raise ValueError(f"train_users must be >= 0, got {self.train_users}")
         self._model: torch.nn.Module | None = None
 
+    def model_kinds(self) -> tuple[str, ...]:
+        """Model kinds this solver runs, in order of preference."""
+        return (self.kind,)
+
     # --- model resolution (not timed) ---------------------------------------------------------------
     def resolve(self, inst: BeampatternSinrInstance) -> tuple[torch.nn.Module, TrainConfig, Path]:
         """The model this solver uses on ``inst`` (loaded and cached); :class:`OptionError` if there is none."""
-        label = f"zhao-{self.kind}"
+        kinds = self.model_kinds()
         users = self.train_users or inst.num_users
         if self.checkpoint:
             path = Path(self.checkpoint)
         else:
             folders = model_folders(self.models)
-            found = find_checkpoint(self.kind, inst.num_antennas, users, inst.sinr_db, folders,
-                                    inst.target_angles_deg.tolist())
+            found = None
+            for kind in kinds:
+                found = find_checkpoint(kind, inst.num_antennas, users, inst.sinr_db, folders,
+                                        inst.target_angles_deg.tolist())
+                if found is not None:
+                    break
             if found is None:
                 where = ", ".join(str(f) for f in folders)
+                label = f"zhao-{kinds[0]}"
                 raise OptionError(
-                    f"no trained {label} for M={inst.num_antennas}, L={users}, Gamma0={inst.sinr_db:g} dB in "
-                    f"{where}; train one with `isac train {label} --users {users} --sinr-db {inst.sinr_db:g} "
-                    f"--out DIR`")
+                    f"no trained {' or '.join('zhao-' + k for k in kinds)} for M={inst.num_antennas}, L={users}, "
+                    f"Gamma0={inst.sinr_db:g} dB in {where}; train one with `isac train {label} --users {users} "
+                    f"--sinr-db {inst.sinr_db:g} --out DIR`")
             path = found
         try:
             model, config = get_model(path, self.device)
         except CheckpointError as e:
             raise OptionError(f"solver {self.name!r}: {e}") from None
-        if config.kind != self.kind:
-            raise OptionError(f"solver {self.name!r}: {path} holds a zhao-{config.kind}, not a {label}")
+        if config.kind not in kinds:
+            raise OptionError(f"solver {self.name!r}: {path} holds a zhao-{config.kind}, not a "
+                              f"{' or '.join('zhao-' + k for k in kinds)}")
         if config.num_antennas != inst.num_antennas:
             raise OptionError(f"solver {self.name!r}: {path} was trained for M={config.num_antennas} antennas, "
                               f"the instance has M={inst.num_antennas}")
         if not _angles_match(config, inst.target_angles_deg.tolist()):
             raise OptionError(f"solver {self.name!r}: {path} was trained on targets {config.target_angles_deg} deg, "
                               f"the instance has {[round(a, 6) for a in inst.target_angles_deg.tolist()]}")
-        if self.kind == "dnn" and (config.num_users, config.num_targets) != (inst.num_users, inst.num_targets):
+        if config.kind == "dnn" and (config.num_users, config.num_targets) != (inst.num_users, inst.num_targets):
             raise OptionError(f"solver {self.name!r}: {path} was trained for L={config.num_users}, "
                               f"K={config.num_targets}; the instance has L={inst.num_users}, K={inst.num_targets} "
                               "(a DNN only runs on its training L and K)")
+        if config.kind == "gnn-fl" and abs(config.sinr_db - inst.sinr_db) >= SINR_DB_MATCH_TOL:
+            raise OptionError(f"solver {self.name!r}: {path} enforces Gamma0 = {config.sinr_db:g} dB in its "
+                              f"feasibility layer, the instance has {inst.sinr_db:g} dB")
         return model, config, path
 
     def solve(self, instance) -> Result:
         if instance.problem not in self.problems:
             return super().solve(instance)  # raises the base class's OptionError
-        self._model, _, _ = self.resolve(instance)  # one-time loading stays out of time_s
+        self._model, config, _ = self.resolve(instance)  # one-time loading stays out of time_s
+        _fast_forward(self._model)  # so is building the NumPy twin
+        self._kind_used = config.kind
         return super().solve(instance)
 
     def _solve(self, inst: BeampatternSinrInstance):
         assert self._model is not None
-        C, S = _forward(self._model, [inst], self.device)
-        return Status.CONVERGED, f"{self.kind.upper()} forward pass", {"C": C[0], "S": S[0]}, [], 1
+        C, S, _ = _forward_one(self._model, inst, self.device)
+        return Status.CONVERGED, f"{self._kind_used.upper()} forward pass", {"C": C, "S": S}, [], 1
 
     def solve_batch(self, instances: Sequence[BeampatternSinrInstance]) -> list[Result]:
         """Solve many instances with ONE forward pass; each Result's ``time_s`` is the batch time / B.
@@ -212,18 +260,19 @@ class _ZhaoLearned(Solver):
         insts = list(instances)
         if not insts:
             return []
-        C, S, per = self._forward_batch(insts)
+        C, S, _, per, kind = self._forward_batch(insts)
         out = []
         for b, inst in enumerate(insts):
             res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
-                         message=f"{self.kind.upper()} forward pass (batch of {len(insts)})",
+                         message=f"{kind.upper()} forward pass (batch of {len(insts)})",
                          solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
                          timings={"solve_s": per}, options=self.options(), seed=None)
             out.append(finalize(res, inst))
         return out
 
-    def _forward_batch(self, insts: list[BeampatternSinrInstance]) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Validate a non-empty batch, resolve the model, one timed forward pass -> (C, S, seconds per instance)."""
+    def _forward_batch(self, insts: list[BeampatternSinrInstance]):
+        """Validate a non-empty batch, resolve the model, one timed forward pass
+        -> (C, S, valid, seconds per instance, model kind)."""
         first = insts[0]
         if any(i.problem != BEAMPATTERN_SINR for i in insts):
             raise OptionError(f"solver {self.name!r} solves only {BEAMPATTERN_SINR}")
@@ -234,13 +283,22 @@ class _ZhaoLearned(Solver):
         if any(not _angles_match(config, i.target_angles_deg.tolist()) for i in insts):
             raise OptionError(f"solve_batch: {path} was trained on targets {config.target_angles_deg} deg; "
                               "every instance of the batch must have them")
+        if config.kind == "gnn-fl" and any(abs(i.sinr_db - config.sinr_db) >= SINR_DB_MATCH_TOL for i in insts):
+            raise OptionError(f"solve_batch: {path} enforces Gamma0 = {config.sinr_db:g} dB; every instance of "
+                              "the batch must have it")
         t0 = time.perf_counter()
-        C, S = _forward(model, insts, self.device)
-        return C, S, (time.perf_counter() - t0) / len(insts)
+        with torch_threads(1) if self.device == "cpu" and len(insts) < 64 else _no_change():
+            C, S, valid = _forward(model, insts, self.device)
+        return C, S, valid, (time.perf_counter() - t0) / len(insts), config.kind
 
     def options(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "models": self.models, "train_users": self.train_users,
                 "device": self.device}
+
+
+@contextlib.contextmanager
+def _no_change():
+    yield
 
 
 @register_solver
@@ -255,6 +313,17 @@ class ZhaoGnn(_ZhaoLearned):
 
 @register_solver
 @dataclass
+class ZhaoGnnFl(_ZhaoLearned):
+    """The 004 GNN with our feasibility layer (:class:`isac.learning.zhao.ZhaoGNNFL`), no projection."""
+
+    name: ClassVar[str] = "gnn-fl"
+    kind: ClassVar[str] = "gnn-fl"
+    description: ClassVar[str] = ("GNN of 004 + feasibility layer (ours): least beam powers meeting every SINR for the "
+                                  "learned directions, the rest split by the network; no projection")
+
+
+@register_solver
+@dataclass
 class ZhaoDnn(_ZhaoLearned):
     """DNN benchmark of 004 (Benchmark 3); fixed L and K."""
 
@@ -263,26 +332,53 @@ class ZhaoDnn(_ZhaoLearned):
     description: ClassVar[str] = "004 DNN benchmark (4 fully connected layers, one forward pass; fixed L, K)"
 
 
+GNN_IP_MODELS = ("auto", "gnn", "gnn-fl")
+
+
 @register_solver
 @dataclass
 class ZhaoGnnIp(_ZhaoLearned):
-    """004 Algorithm 1: GNN module, then the implicit projection module when the output is infeasible."""
+    """004 Algorithm 1: a learned model, then the implicit projection module when its output is infeasible.
+
+    ``model``: "gnn" is 004's GNN-IP as published; "gnn-fl" runs the GNN with our feasibility layer
+    (:class:`isac.learning.zhao.ZhaoGNNFL`) instead; "auto" (default) takes a GNN-FL when one is trained
+    for the instance and the GNN otherwise. ``info["model"]`` says which ran.
+    """
+
+    model: str = "auto"
+    """Model to run before the projection: "auto" (GNN-FL if available, else GNN), "gnn" (004's) or "gnn-fl"."""
+    projection_backend: str = "ours"
+    """Solver of the projection (29): "ours" (:mod:`isac.solvers.zhao_projection`), "CLARABEL" or "SCS" (CVXPY)."""
 
     name: ClassVar[str] = "gnn-ip"
     kind: ClassVar[str] = "gnn"
-    description: ClassVar[str] = "004 GNN-IP: GNN module + implicit projection (problem (29), eqs. (30)-(31)) if infeasible"
+    description: ClassVar[str] = ("004 GNN-IP: GNN module (+ our feasibility layer when trained: model=auto) and the "
+                                  "implicit projection (problem (29), eqs. (30)-(31)) if infeasible")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model not in GNN_IP_MODELS:
+            raise ValueError(f"model must be one of {', '.join(GNN_IP_MODELS)}, got {self.model!r}")
+        if self.projection_backend not in PROJECTION_BACKENDS:
+            raise ValueError(f"projection_backend must be one of {', '.join(PROJECTION_BACKENDS)}, "
+                             f"got {self.projection_backend!r}")
+
+    def model_kinds(self) -> tuple[str, ...]:
+        return {"auto": ("gnn-fl", "gnn"), "gnn": ("gnn",), "gnn-fl": ("gnn-fl",)}[self.model]
 
     def _solve(self, inst: BeampatternSinrInstance):
         assert self._model is not None
         t0 = time.perf_counter()
-        C, S = _forward(self._model, [inst], self.device)
-        feasible = bool(feasible_batch([inst], C, S)[0])
-        C, S = C[0], S[0]
-        self.record(timings={"gnn_s": time.perf_counter() - t0, "projection_s": 0.0}, info={"projected": not feasible})
+        C, S, valid = _forward_one(self._model, inst, self.device)
+        # A valid feasibility-layer output meets every SINR by construction (finalize re-checks it);
+        # a plain GNN output goes through the evaluator's test.
+        feasible = valid if self._kind_used == "gnn-fl" else bool(feasible_batch([inst], C[None], S[None])[0])
+        self.record(timings={"gnn_s": time.perf_counter() - t0, "projection_s": 0.0},
+                    info={"projected": not feasible, "model": self._kind_used})
         if feasible:
-            return Status.CONVERGED, "GNN output feasible, projection not used", {"C": C, "S": S}, [], 1
+            return Status.CONVERGED, f"{self._kind_used.upper()} output feasible, projection not used", {"C": C, "S": S}, [], 1
         t1 = time.perf_counter()
-        status, message, C_t, S_t = _project(inst, C, S)
+        status, message, C_t, S_t = _project(inst, C, S, self.projection_backend)
         self.record(timings={"projection_s": time.perf_counter() - t1})
         return status, message, {"C": C_t, "S": S_t}, [], 1
 
@@ -292,19 +388,20 @@ class ZhaoGnnIp(_ZhaoLearned):
         insts = list(instances)
         if not insts:
             return []
-        C, S, per = self._forward_batch(insts)
+        C, S, _, per, kind = self._forward_batch(insts)
         t0 = time.perf_counter()
         ok = feasible_batch(insts, C, S).tolist()
         share = per + (time.perf_counter() - t0) / len(insts)
         out = []
         for b, (inst, feasible) in enumerate(zip(insts, ok)):
-            info = {"projected": not feasible}
+            info = {"projected": not feasible, "model": kind}
             if feasible:
-                status, message, sol, proj_s = (Status.CONVERGED, "GNN output feasible, projection not used",
+                status, message, sol, proj_s = (Status.CONVERGED, f"{kind.upper()} output feasible, projection not used",
                                                 {"C": C[b], "S": S[b]}, 0.0)
             else:
                 t1 = time.perf_counter()
-                status, message, C_t, S_t = _project(inst, C[b], S[b])
+                with torch_threads(1):
+                    status, message, C_t, S_t = _project(inst, C[b], S[b], self.projection_backend)
                 proj_s = time.perf_counter() - t1
                 sol = {"C": C_t, "S": S_t}
             res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=status,
@@ -315,10 +412,20 @@ class ZhaoGnnIp(_ZhaoLearned):
             out.append(finalize(res, inst))
         return out
 
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "model": self.model, "projection_backend": self.projection_backend}
 
-def _project(inst: BeampatternSinrInstance, C: torch.Tensor, S: torch.Tensor):
-    """004's projection module on one infeasible GNN output -> (status, message, C, S)."""
-    from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
 
-    C_t, S_t, status, message = project_feasible(inst, C, S)
-    return status, f"GNN output infeasible, projected: {message}", C_t, S_t
+PROJECTION_BACKENDS = ("ours", "CLARABEL", "SCS")
+
+
+def _project(inst: BeampatternSinrInstance, C: torch.Tensor, S: torch.Tensor, backend: str = "ours"):
+    """004's projection module on one infeasible output -> (status, message, C, S)."""
+    if backend == "ours":
+        from isac.solvers.zhao_projection import project_feasible_fast as project
+        C_t, S_t, status, message = project(inst, C, S)
+    else:
+        from isac.solvers.zhao_sdr import project_feasible  # lazy: CVXPY only when needed
+
+        C_t, S_t, status, message = project_feasible(inst, C, S, backend=backend)
+    return status, f"output infeasible, projected: {message}", C_t, S_t

@@ -104,7 +104,9 @@ from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
 from isac.solvers.base import Solver, Status
 from isac.solvers.registry import register_solver
-from isac.tensors import COMPLEX, as_complex, hermitian
+from isac.solvers.zhao_projection import (DEFAULT_SINR_MARGIN, REBALANCE_TARGET_RTOL, extract_beams,  # noqa: F401
+                                          rebalance_for_sinr, snr_bound_violation)
+from isac.tensors import COMPLEX, as_complex
 
 Backend = Literal["SCS", "CLARABEL"]
 _BACKENDS = ("SCS", "CLARABEL")
@@ -114,8 +116,6 @@ DEFAULT_EPS = {"SCS": 1e-8, "CLARABEL": 1e-7}
 tolerances). Clarabel without equilibration often stops at "almost solved" when asked for 1e-8."""
 DEFAULT_MAX_ITERS = 100_000
 """Default iteration cap (SCS ADMM iterations; Clarabel interior-point iterations)."""
-DEFAULT_SINR_MARGIN = 1e-5
-"""Default relative tightening of Gamma0 inside the convex programs (see the module docstring)."""
 
 # --- real-coefficient forms of Hermitian quadratic forms ----------------------------------------
 
@@ -293,22 +293,6 @@ def _check_options(backend: str, eps: float | None, max_iters: int, sinr_margin:
         raise ValueError(f"sinr_margin must be in [0, 1), got {sinr_margin!r}")
 
 
-def snr_bound_violation(inst: BeampatternSinrInstance) -> str | None:
-    r"""A one-line reason when :math:`\Gamma_0` exceeds a user's interference-free SNR bound, else None.
-
-    :math:`\Gamma_l\le P_0\|\mathbf h_l\|^2/\sigma^2` for every feasible point (all power on
-    :math:`\mathbf h_l/\|\mathbf h_l\|`, no interference), so a larger :math:`\Gamma_0` is an exact
-    certificate of infeasibility that needs no conic solver (Clarabel does not always
-    certify such problems infeasible).
-    """
-    snr = inst.power_w * (inst.H.abs() ** 2).sum(0) / inst.noise_w  # [L]
-    worst = int(torch.argmin(snr))
-    if inst.sinr_target > float(snr[worst]):
-        return (f"Gamma0 = {inst.sinr_db:g} dB exceeds user {worst}'s interference-free SNR bound "
-                f"P0 |h|^2 / sigma^2 = {10 * math.log10(float(snr[worst])):.4g} dB")
-    return None
-
-
 def _infeasible_message(inst: BeampatternSinrInstance, backend: str) -> str:
     return (f"Gamma0 = {inst.sinr_db:g} dB cannot be met by all {inst.num_users} users with "
             f"P0 = {inst.power_w:g} W ({backend} certified the lifted problem infeasible)")
@@ -368,126 +352,6 @@ def solve_relaxation(
     value = prog.problem.value
     objective = float(value) * inst.power_w**2 if value is not None and np.isfinite(value) else math.nan
     return Relaxation(R, Cs, status, message, objective)
-
-
-def extract_beams(inst: BeampatternSinrInstance, R_hat: torch.Tensor, C_hats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Rank-one user beams and a sensing factor from a lifted point, 004 eqs. (30)-(31).
-
-    :math:`\tilde{\mathbf c}_l=\hat{\mathbf C}_l\mathbf h_l/\sqrt{\mathbf h_l^H\hat{\mathbf C}_l\mathbf h_l}`
-    (zero when :math:`\mathbf h_l^H\hat{\mathbf C}_l\mathbf h_l\le 0`);
-    :math:`\tilde{\mathbf S}=\mathbf V\boldsymbol\Lambda_+^{1/2}` from the eigen-decomposition of
-    :math:`\hat{\mathbf R}-\sum_l\tilde{\mathbf c}_l\tilde{\mathbf c}_l^H` with negative
-    (round-off) eigenvalues clipped to 0; finally both are scaled by one factor so that
-    :math:`\|\tilde{\mathbf C}\|_F^2+\|\tilde{\mathbf S}\|_F^2=P_0` exactly (module docstring:
-    effect on the SINRs).
-
-    Args:
-        inst: the instance (``H``, ``power_w``).
-        R_hat: ``[M, M]`` complex128 Hermitian (watts).
-        C_hats: ``[L, M, M]`` complex128 Hermitian PSD (watts).
-    Returns:
-        ``C [M, L]`` and ``S [M, M]`` complex128 (column i of S is :math:`\sqrt{\lambda_i}\mathbf v_i`).
-    """
-    R_hat = as_complex(R_hat, "R_hat")
-    C_hats = as_complex(C_hats, "C_hats")
-    m, k = inst.num_antennas, inst.num_users
-    if R_hat.shape != (m, m) or C_hats.shape != (k, m, m):
-        raise ValueError(f"extract_beams: need R_hat [{m}, {m}] and C_hats [{k}, {m}, {m}], "
-                         f"got {list(R_hat.shape)} and {list(C_hats.shape)}")
-    R_hat = 0.5 * (R_hat + hermitian(R_hat))
-    C_hats = 0.5 * (C_hats + hermitian(C_hats))
-    H = inst.H  # [M, L]
-    v = (C_hats @ H.T.unsqueeze(-1)).squeeze(-1)  # [L, M], row l = C_l h_l
-    s = (H.conj().T * v).sum(-1).real  # [L], h_l^H C_l h_l
-    safe = torch.where(s > 0, s, torch.ones_like(s))
-    C = torch.where((s > 0)[:, None], v / safe.sqrt()[:, None], torch.zeros_like(v)).T.contiguous()  # [M, L]
-    residual = R_hat - C @ hermitian(C)
-    residual = 0.5 * (residual + hermitian(residual))
-    lam, V = torch.linalg.eigh(residual)
-    S = V * lam.clamp_min(0.0).sqrt().to(COMPLEX)
-    power = float((C.abs() ** 2).sum() + (S.abs() ** 2).sum())
-    if power > 0:
-        scale = math.sqrt(inst.power_w / power)
-        C, S = C * scale, S * scale
-    return C, S
-
-
-REBALANCE_TARGET_RTOL = 1e-8
-r""":func:`rebalance_for_sinr` aims at :math:`\Gamma_0(1+\text{this})` so that the LP's own tolerance stays invisible."""
-
-
-def rebalance_for_sinr(inst: BeampatternSinrInstance, C: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    r"""Safeguard: rescale the beams' powers, directions fixed, until every SINR is at least :math:`\Gamma_0`.
-
-    A no-op (returns moved power 0) when every SINR already meets :math:`\Gamma_0`. Otherwise,
-    with per-user factors :math:`x_l\ge0` and a sensing factor :math:`y\ge0`, the new point is
-    :math:`(\mathbf C\,\mathrm{diag}(\sqrt{\mathbf x}),\ \sqrt y\,\mathbf S)` and the factors solve
-    the linear program
-
-    .. math::
-
-        \min\ \sum_l P_l|x_l-1|+P_s|y-1|\quad\text{s.t.}\quad
-        x_l g_{ll}\ \ge\ \Gamma\Big(\sum_{j\ne l}x_jg_{lj}+y\,q_l+\sigma^2\Big),\quad
-        \sum_l x_lP_l+yP_s=P_0,
-
-    with :math:`g_{lj}=|\mathbf h_l^H\mathbf c_j|^2`, :math:`q_l=\|\mathbf h_l^H\mathbf S\|^2`,
-    :math:`P_l=\|\mathbf c_l\|^2`, :math:`P_s=\|\mathbf S\|_F^2` and
-    :math:`\Gamma=\Gamma_0(1+\text{REBALANCE\_TARGET\_RTOL})`: the least power (in watts) moved
-    between beams that restores the SINR constraints of eq. (11e) at power :math:`P_0` (11c).
-    The convex programs' solutions violate :math:`\Gamma_0` only by the solver's tolerance
-    (module docstring), so the move is of that order. Returns the input unchanged when the LP
-    is infeasible (the evaluator then reports the violation).
-
-    Args:
-        C: ``[M, L]``, S: ``[M, Ns]`` complex128.
-    Returns:
-        ``(C, S, moved_w)``: the (possibly) rebalanced beams and the power moved (watts, 0 if none).
-    """
-    from scipy.optimize import linprog  # local: only needed on the rare repair path
-
-    H = inst.H
-    gamma0 = inst.sinr_target
-    G = ((hermitian(H) @ C).abs() ** 2).numpy()  # [L, L], (l, j) = |h_l^H c_j|^2
-    q = ((hermitian(H) @ S).abs() ** 2).sum(-1).numpy()
-    sig = np.diag(G)
-    if bool(np.all(sig >= gamma0 * (G.sum(-1) - sig + q + inst.noise_w))):
-        return C, S, 0.0
-    k = G.shape[0]
-    p_l = (C.abs() ** 2).sum(0).numpy()
-    p_s = float((S.abs() ** 2).sum())
-    gamma = gamma0 * (1.0 + REBALANCE_TARGET_RTOL)
-    # variables [x (L), y, t (L+1) = |factor - 1|], SINR rows divided by sigma^2
-    n = 2 * (k + 1)
-    A_ub, b_ub = [], []
-    for j in range(k):
-        row = np.zeros(n)
-        row[:k] = gamma * G[j] / inst.noise_w
-        row[j] = -G[j, j] / inst.noise_w
-        row[k] = gamma * q[j] / inst.noise_w
-        A_ub.append(row)
-        b_ub.append(-gamma)
-    for i in range(k + 1):  # t_i >= |v_i - 1|
-        for sign in (1.0, -1.0):
-            row = np.zeros(n)
-            row[i], row[k + 1 + i] = sign, -1.0
-            A_ub.append(row)
-            b_ub.append(sign)
-    A_eq = np.zeros((1, n))
-    A_eq[0, :k] = p_l / inst.power_w
-    A_eq[0, k] = p_s / inst.power_w
-    cost = np.concatenate([np.zeros(k + 1), p_l / inst.power_w, [p_s / inst.power_w]])
-    res = linprog(cost, A_ub=np.array(A_ub), b_ub=np.array(b_ub), A_eq=A_eq, b_eq=[1.0],
-                  bounds=[(0, None)] * n, method="highs")
-    if res.status != 0:
-        return C, S, 0.0
-    x, y = np.clip(res.x[:k], 0.0, None), max(float(res.x[k]), 0.0)
-    C_new = C * torch.as_tensor(np.sqrt(x), dtype=torch.float64).to(COMPLEX)
-    S_new = S * math.sqrt(y)
-    power = float((C_new.abs() ** 2).sum() + (S_new.abs() ** 2).sum())
-    if power > 0:  # the LP meets the power equality to its tolerance; make it exact
-        f = math.sqrt(inst.power_w / power)
-        C_new, S_new = C_new * f, S_new * f
-    return C_new, S_new, float(np.dot(p_l, np.abs(x - 1.0)) + p_s * abs(y - 1.0))
 
 
 def project_feasible(
