@@ -15,17 +15,17 @@ def test_zhao_specs_are_valid_and_name_the_models_they_need():
     specs = [s for s, _ in reproduce.paper_specs("zhao", "quick")]
     needs = models.required_models(specs)
     got = {(n.kind, n.num_users, n.sinr_db) for n in needs}
-    # sinr sweep (L = 2 at 4, 8, 10 dB), users sweep (8 dB at L = 2, 3, 4), for the GNN and the DNN;
-    # the scaled GNN-IP asks for the L = 2 model only, which is already in the set.
-    want = {(k, 2, g) for k in ("gnn", "dnn") for g in (4.0, 8.0, 10.0)} | {(k, L, 8.0) for k in ("gnn", "dnn")
-                                                                          for L in (3, 4)}
+    # sinr sweep (L = 2 at 4, 8, 10 dB), users sweep (8 dB at L = 2, 3, 4), for the GNN, the GNN-FL (what
+    # gnn-ip runs by default) and the DNN; the scaled GNN-IP asks for the L = 2 model only, already in the set.
+    kinds = ("gnn", "gnn-fl", "dnn")
+    want = {(k, 2, g) for k in kinds for g in (4.0, 8.0, 10.0)} | {(k, L, 8.0) for k in kinds for L in (3, 4)}
     assert got == want
     assert all(n.num_antennas == 10 and n.num_targets == 3 for n in needs)
     # every zhao spec runs on a fixed target set: Fig. 6's, or Fig. 7's for the other figures and tables
     sets = {n.target_angles_deg for n in needs}
     assert sets == {(-40.0, 0.0, 40.0), (-40.0, 15.0, 30.0)}
     assert {(n.kind, n.num_users, n.sinr_db) for n in needs if n.target_angles_deg[1] == 0.0} == {
-        ("gnn", 2, 8.0), ("dnn", 2, 8.0)}
+        ("gnn-fl", 2, 8.0), ("dnn", 2, 8.0)}  # fig. 6 runs gnn-ip (-> GNN-FL) and the DNN
 
 
 def test_ensure_models_trains_once_and_publishes_the_folder(tmp_path, monkeypatch):
@@ -102,8 +102,8 @@ name = "gnn-ip"
 name = "sdr"
 """)
     (need,) = models.required_models([spec])
-    assert need.target_angles_deg == (-40.0, 15.0, 30.0) and need.kind == "gnn"
-    assert need.file_name() == "zhao-gnn-M10-L2-K3-8dB-T-40_15_30.pt"
+    assert need.target_angles_deg == (-40.0, 15.0, 30.0) and need.kind == "gnn-fl"
+    assert need.file_name() == "zhao-gnn-fl-M10-L2-K3-8dB-T-40_15_30.pt"
     random = load_spec_text(spec_text_for("zhao"))
     assert models.required_models([random])[0].target_angles_deg == ()
     out = tmp_path / "f.pt"

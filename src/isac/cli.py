@@ -478,7 +478,8 @@ def bench_cmd(
 
 @app.command("train")
 def train_cmd(
-    target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN), zhao-dnn (its DNN benchmark), "
+    target: str = typer.Argument(..., help="What to train: zhao-gnn (004's GNN), zhao-gnn-fl (the GNN with our "
+                                           "feasibility layer), zhao-dnn (its DNN benchmark), "
                                            "lian-lhgnn (002's LHGNN), lian-lhgnn-noatt, lian-homognn, lian-cnn "
                                            "or lian-lhgnn-rzf (LHGNN + zero-forcing output layer, ours)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint file [default: zhao-KIND-L<users>-<sinr>dB.pt "
@@ -499,6 +500,9 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the samples, the initial weights and the shuffling."),
     lr: float = typer.Option(0.0, "--lr", help="Adam learning rate [default 0: zhao 1e-3; lian 1e-3 (reduced), 2e-4 (--full)]."),
     threads: int = typer.Option(0, "--threads", help="Torch threads while training (0: leave as is; 1 for bit-reproducible weights)."),
+    validate_every: Optional[int] = typer.Option(
+        None, "--validate-every", help="zhao: epochs between validations (the best-on-validation weights are kept). "
+                                       "[default: 10, or epochs / 10 when that is smaller]"),
     mu: Optional[float] = typer.Option(None, "--mu", help="zhao: weight mu of the SINR barrier in the loss (004 eq. (25); "
                                                         "not given there). [default: 0.1; zhao-gnn-fl 1]"),
     margin_db: float = typer.Option(1.0, "--margin-db", help="zhao: training margin (dB) on Gamma0 inside the barrier."),
@@ -552,7 +556,8 @@ def train_cmd(
     try:
         cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
                           sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, lr_schedule=lr_schedule,
-                          mu=mu, margin_db=margin_db, target_angles_deg=angles, **sizes)
+                          mu=mu, margin_db=margin_db, target_angles_deg=angles,
+                          validate_every=validate_every or min(10, max(1, sizes.get("epochs", 500) // 10)), **sizes)
     except ValueError as e:
         raise UserError(str(e)) from None
     path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB{target_set_tag(cfg.target_angles_deg)}.pt")

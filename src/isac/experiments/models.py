@@ -27,8 +27,16 @@ from pathlib import Path
 from isac.experiments.spec import SweepSpec
 from isac.solvers.zhao_learned import MODEL_DIR_ENV
 
-LEARNED = {"gnn": "gnn", "gnn-ip": "gnn", "dnn": "dnn"}
-"""Learned ``beampattern-sinr`` solvers and the model kind each one runs."""
+LEARNED = {"gnn": "gnn", "gnn-ip": "gnn-fl", "gnn-fl": "gnn-fl", "dnn": "dnn"}
+"""Learned ``beampattern-sinr`` solvers and the model kind each one runs (``gnn-ip``: with its default
+``model = "auto"``; ``model = "gnn"`` runs 004's GNN, see :func:`model_kind`)."""
+
+
+def model_kind(solver: str, options) -> str:
+    """The model kind a learned solver with these options needs."""
+    if solver == "gnn-ip" and options.get("model", "auto") == "gnn":
+        return "gnn"
+    return LEARNED[solver]
 
 QUICK_TRAINING = {"epochs": 20, "n_train": 2000, "n_val": 200, "n_test": 200}
 """Training-size overrides in quick mode (full mode uses the paper's settings)."""
@@ -37,7 +45,7 @@ QUICK_TRAINING = {"epochs": 20, "n_train": 2000, "n_val": 200, "n_test": 200}
 
 @dataclass(frozen=True, order=True)
 class ModelNeed:
-    """One model to have: kind ("gnn" | "dnn") trained for this setting.
+    """One model to have: kind ("gnn" | "gnn-fl" | "dnn") trained for this setting.
 
     ``target_angles_deg`` is the fixed target set of the spec's preset (004 trains one model per
     set), or ``()`` when the preset draws targets per instance.
@@ -83,7 +91,7 @@ def required_models(specs: Iterable[SweepSpec]) -> list[ModelNeed]:
                 if not s.runs_at(point) or s.options.get("checkpoint"):
                     continue
                 users = int(s.options.get("train_users", 0) or 0) or inst.num_users
-                needs.add(ModelNeed(LEARNED[s.name], inst.num_antennas, users, inst.num_targets, float(inst.sinr_db),
+                needs.add(ModelNeed(model_kind(s.name, s.options), inst.num_antennas, users, inst.num_targets, float(inst.sinr_db),
                                     fixed))
     return sorted(needs)
 

@@ -4,13 +4,23 @@ r"""Learned solvers of 004 (Zhao et al.) for ``beampattern-sinr``: ``gnn``, ``dn
   :class:`isac.learning.zhao.ZhaoGNN`. Its output always meets :math:`\mathrm{tr}\,\mathbf R = P_0`
   but may violate an SINR constraint; :func:`isac.solvers.base.finalize` then labels it
   INFEASIBLE (that is what the satisfaction-ratio figures count).
+* ``gnn-fl`` (ours): the same GNN trunk with a feasibility layer instead of the normalisation (23)
+  (:class:`isac.learning.zhao.ZhaoGNNFL`, :func:`isac.learning.zhao.feasible_powers`): the network
+  gives beam directions and how to split the spare power; the layer computes the least user powers
+  that meet every SINR target for those directions, so the output is feasible whenever the
+  directions allow it (INFEASIBLE otherwise, as for ``gnn``).
 * ``dnn``: the fully connected benchmark (004 Benchmark 3), :class:`isac.learning.zhao.ZhaoDNN`;
   runs only on its training L and K.
-* ``gnn-ip``: 004 Algorithm 1. GNN module; if the evaluator finds the output infeasible, the
-  implicit projection module (problem (29) + eqs. (30)-(31),
-  :func:`isac.solvers.zhao_sdr.project_feasible`). ``info["projected"]`` says whether the
-  projection ran; ``timings`` has ``gnn_s`` (forward pass + feasibility check) and
-  ``projection_s`` (0.0 when not used). ``solve_batch`` runs one forward pass and one
+* ``gnn-ip``: 004 Algorithm 1. A model (option ``model``: "auto" = a GNN-FL when one is trained for
+  the instance, else the GNN; "gnn" = 004's method as published); if its output is infeasible, the
+  implicit projection module (problem (29) + eqs. (30)-(31)), by default with our ADMM solver
+  (:func:`isac.solvers.zhao_projection.project_feasible_fast`; ``projection_backend="CLARABEL"`` or
+  ``"SCS"`` runs the CVXPY program :func:`isac.solvers.zhao_sdr.project_feasible`).
+  ``info["projected"]`` says whether the projection ran and ``info["model"]`` which model ran;
+  ``timings`` has ``gnn_s`` (forward pass + feasibility check) and ``projection_s`` (0.0 when not
+  used). One instance at a time, the GNN's feasibility is the evaluator's test; a GNN-FL output
+  whose layer succeeded meets every SINR by construction and is used as it is (``finalize``
+  re-checks every returned point). ``solve_batch`` runs one forward pass and one
   batched feasibility check for all instances, then projects the infeasible ones one by
   one; each Result's ``time_s`` is its share of the batch plus its own projection.
 
@@ -23,6 +33,10 @@ folder). A model trained on the instance's own fixed target set (004 trains one 
 preferred over one trained on random targets; a model trained on another fixed set is never
 used. Models are loaded once per (file, mtime) and cached at module level, before the timed
 part of ``solve``: ``time_s`` is inference only.
+
+One instance on the CPU runs through :class:`isac.learning.zhao.NumpyForward` (the same network in
+NumPy; torch's per-operation overhead would dominate a batch of one); ``solve_batch`` runs the torch
+module once for the whole batch.
 """
 
 from __future__ import annotations
@@ -137,13 +151,29 @@ def _fast_forward(model: torch.nn.Module) -> NumpyForward | None:
     return hit[1]
 
 
+_STEERING: dict[tuple, Any] = {}
+
+
+def _target_steering_np(inst: BeampatternSinrInstance):
+    """``[M, K]`` complex128 NumPy target steering vectors, cached per array and target set (fixed sets repeat)."""
+    key = (inst.array, tuple(inst.target_angles_deg.tolist()))
+    A = _STEERING.get(key)
+    if A is None:
+        A = inst.array.steering(torch.deg2rad(inst.target_angles_deg)).numpy().T.copy()
+        A.setflags(write=False)
+        if len(_STEERING) > 256:
+            _STEERING.clear()
+        _STEERING[key] = A
+    return A
+
+
 def _forward_one(model: torch.nn.Module, inst: BeampatternSinrInstance, device: str):
     """One instance -> ``(C [M, L], S [M, M]`` complex128, feasibility layer valid); NumPy on CPU when possible."""
     fast = _fast_forward(model) if device == "cpu" else None
     if fast is None:
         C, S, valid = _forward(model, [inst], device)
         return C[0], S[0], bool(valid[0])
-    A = inst.array.steering(torch.deg2rad(inst.target_angles_deg)).numpy().T
+    A = _target_steering_np(inst)
     C, S, valid = fast(inst.H.numpy(), A, inst.power_w, inst.noise_w, inst.sinr_target)
     return torch.from_numpy(C), torch.from_numpy(S), valid
 

@@ -41,7 +41,7 @@ from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
 from isac.solvers.base import Status
 from isac.tensors import COMPLEX, as_complex, hermitian
 
-DEFAULT_EPS = 1e-10
+DEFAULT_EPS = 1e-9
 """ADMM stopping tolerance (primal and dual residuals, absolute + relative, units of P0)."""
 DEFAULT_MAX_ITERS = 20_000
 """ADMM iteration cap."""
@@ -49,6 +49,10 @@ DEFAULT_SINR_MARGIN = 1e-5
 """Default relative tightening of Gamma0 inside the convex programs (see :mod:`isac.solvers.zhao_sdr`)."""
 OVER_RELAXATION = 1.6
 RHO_EVERY = 20
+ANDERSON_MEMORY = 6
+"""Differences kept by the Anderson acceleration of the ADMM iteration."""
+ANDERSON_SAFEGUARD = 2.0
+"""An accelerated step whose fixed-point residual exceeds this times the previous one is undone."""
 """Iterations between residual-balancing updates of rho."""
 
 
@@ -89,21 +93,25 @@ class _Structure:
 
     def measure(self, X: np.ndarray) -> np.ndarray:
         """``<G_k, X>`` for every constraint k."""
-        tr = np.einsum("bii->b", X).real  # tr X_i
-        quad = np.einsum("li,bij,lj->lb", self.U.conj(), X, self.U).real  # u_l^H X_i u_l
+        tr = np.trace(X, axis1=1, axis2=2).real  # tr X_i
+        quad = np.sum(self.U.conj().T[None] * (X @ self.U.T), axis=1).real.T  # [l, b] = u_l^H X_b u_l
         vals = np.empty(self.L + 1)
         vals[0] = self.coef[0] @ tr
         vals[1:] = np.sum(self.coef[1:] * quad, axis=1)
         return vals
 
 
-def _lcp(K: np.ndarray, r: np.ndarray, max_iter: int = 100) -> np.ndarray:
+def _lcp(K: np.ndarray, r: np.ndarray, active: np.ndarray | None = None, max_iter: int = 100):
     r"""Multipliers :math:`\mu` with :math:`\mu_0` free, :math:`\mu_{k\ge1}\ge0`, :math:`w=K\mu-r`,
-    :math:`w_0=0`, :math:`w_k\ge0`, :math:`\mu_kw_k=0` (K symmetric positive definite); active-set loop."""
+    :math:`w_0=0`, :math:`w_k\ge0`, :math:`\mu_kw_k=0` (K symmetric positive definite); active-set loop
+    started from ``active`` (the previous ADMM iteration's set, usually already the answer).
+    Returns ``(mu, active)``."""
     n = len(r)
-    active = np.zeros(n, dtype=bool)
+    if active is None:
+        active = np.zeros(n, dtype=bool)
+        active[1:] = r[1:] > 0
+    active = active.copy()
     active[0] = True
-    active[1:] = r[1:] > 0
     mu = np.zeros(n)
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
@@ -116,9 +124,9 @@ def _lcp(K: np.ndarray, r: np.ndarray, max_iter: int = 100) -> np.ndarray:
         w = K @ mu - r
         viol = [k for k in range(1, n) if not active[k] and w[k] < -1e-15 * (1 + abs(r[k]))]
         if not viol:
-            return mu
+            return mu, active
         active[min(viol, key=lambda k: w[k])] = True
-    return mu
+    return mu, active
 
 
 def _psd_part(X: np.ndarray) -> np.ndarray:
@@ -137,38 +145,76 @@ def project_lifted(U: np.ndarray, gamma: float, nu: np.ndarray, C0: np.ndarray, 
     tz = np.empty((n_users + 1, m, m), dtype=np.complex128)
     tz[0] = R0
     tz[1:] = C0 + R0[None]
-    Y = np.empty_like(tz)  # start at the target itself, split into blocks (its PSD parts)
-    Y[1:] = C0
-    Y[0] = R0 - C0.sum(0)
-    Y = _psd_part(0.5 * (Y + Y.conj().transpose(0, 2, 1)))
-    W = np.zeros_like(tz)
+    V = np.empty_like(tz)  # ADMM state V = Y + W (Y = PSD part of V, W = V - Y); start at the target's blocks
+    V[1:] = C0
+    V[0] = R0 - C0.sum(0)
+    V = 0.5 * (V + V.conj().transpose(0, 2, 1))
     scale = math.sqrt(np.sum(np.abs(tz) ** 2)) + 1.0
-    converged = False
-    it = 0
-    for it in range(1, max_iters + 1):
-        rhs = tz + st.rho * (Y - W)
-        Xu = np.einsum("ij,jab->iab", st.Minv, rhs)
-        mu = _lcp(st.K, st.b - st.measure(Xu))
-        X = Xu + np.einsum("ik,k,kab->iab", st.mc, mu, st.P)
-        Xh = OVER_RELAXATION * X + (1.0 - OVER_RELAXATION) * Y
-        Y_old = Y
-        V = Xh + W
-        V = 0.5 * (V + V.conj().transpose(0, 2, 1))
+    tol = eps * scale
+    nb = n_users + 1
+    P_flat = st.P.reshape(nb, -1)
+
+    state: dict[str, np.ndarray | None] = {"active": None}
+
+    def step(V):
         Y = _psd_part(V)
         W = V - Y
+        Xu = (st.Minv @ (tz + st.rho * (Y - W)).reshape(nb, -1)).reshape(tz.shape)
+        mu, state["active"] = _lcp(st.K, st.b - st.measure(Xu), state["active"])
+        X = Xu + ((st.mc * mu) @ P_flat).reshape(tz.shape)
+        V_new = OVER_RELAXATION * X + (1.0 - OVER_RELAXATION) * Y + W
+        return 0.5 * (V_new + V_new.conj().transpose(0, 2, 1)), X, Y
+
+    # Anderson acceleration (type II, memory ANDERSON_MEMORY) of the fixed-point map V -> step(V),
+    # safeguarded: a step whose residual grows by more than ANDERSON_SAFEGUARD is undone.
+    S_hist: list[np.ndarray] = []
+    G_hist: list[np.ndarray] = []
+    converged = False
+    it = 0
+    Y_prev = None
+    last_plain, last_norm = None, math.inf
+    for it in range(1, max_iters + 1):
+        F, X, Y = step(V)
+        g = (F - V).ravel()
+        g_norm = float(np.linalg.norm(g))
+        if last_plain is not None and g_norm > ANDERSON_SAFEGUARD * last_norm:
+            V, S_hist, G_hist = last_plain, [], []  # undo the extrapolation
+            F, X, Y = step(V)
+            g = (F - V).ravel()
+            g_norm = float(np.linalg.norm(g))
         r_p = math.sqrt(np.sum(np.abs(X - Y) ** 2))
-        r_d = st.rho * math.sqrt(np.sum(np.abs(Y - Y_old) ** 2))
-        tol = eps * scale
+        r_d = math.inf if Y_prev is None else st.rho * math.sqrt(np.sum(np.abs(Y - Y_prev) ** 2))
+        Y_prev = Y
         if r_p <= tol and r_d <= tol:
             converged = True
             break
-        if it % RHO_EVERY == 0:
-            if r_p > 10 * r_d:
-                st.set_rho(st.rho * 2.0)
-                W = W / 2.0
-            elif r_d > 10 * r_p:
-                st.set_rho(st.rho / 2.0)
-                W = W * 2.0
+        if it % RHO_EVERY == 0 and (r_p > 10 * r_d or r_d > 10 * r_p):
+            f = 2.0 if r_p > 10 * r_d else 0.5
+            st.set_rho(st.rho * f)
+            V = Y + (V - Y) / f  # W scales with 1 / rho
+            S_hist, G_hist, last_plain, last_norm = [], [], None, math.inf
+            continue
+        S_hist.append(V.ravel().copy())
+        G_hist.append(g.copy())
+        if len(S_hist) > ANDERSON_MEMORY + 1:
+            S_hist.pop(0)
+            G_hist.pop(0)
+        last_plain, last_norm = F, g_norm
+        if len(S_hist) >= 2:
+            dS = np.diff(np.stack(S_hist), axis=0)  # [mem, n]
+            dG = np.diff(np.stack(G_hist), axis=0)
+            # real least squares (Hermitian blocks form a real vector space): normal equations, tiny ridge
+            gram = (dG.conj() @ dG.T).real
+            gram[np.diag_indices_from(gram)] += 1e-14 * (np.trace(gram) + 1e-300)
+            try:
+                coef = np.linalg.solve(gram, (dG.conj() @ g).real)
+            except np.linalg.LinAlgError:
+                coef = np.zeros(len(dG))
+            V = (F.ravel() - coef @ (dS + dG)).reshape(F.shape)
+            V = 0.5 * (V + V.conj().transpose(0, 2, 1))
+        else:
+            V = F
+    Y = _psd_part(V) if not converged else Y
     return Y[1:], Y.sum(0), it, converged
 
 
