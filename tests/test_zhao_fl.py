@@ -176,3 +176,16 @@ def test_admm_projection_refuses_bad_input_and_certifies_the_snr_bound():
     hard = make_zhao(0, sinr_db=60.0)
     out = project_feasible_fast(hard, C[0], S[0])
     assert out[2] == Status.INFEASIBLE and "SNR bound" in out[3]
+
+
+def test_shipped_fl_weights_have_the_config_the_readme_commands_give():
+    """`isac train zhao-gnn-fl --target-angles=... --threads 1` (weights README) must rebuild the shipped configs."""
+    from isac.learning import WEIGHTS_DIR
+    from isac.learning.train import DEFAULT_MU, default_sizes, read_checkpoint
+
+    for path in sorted(WEIGHTS_DIR.glob("zhao-gnn-fl-*.pt")):
+        cfg = read_checkpoint(path)["config_obj"]
+        sizes = default_sizes(cfg.target_angles_deg, "gnn-fl")
+        assert all(getattr(cfg, k) == v for k, v in sizes.items()), path.name
+        assert cfg.mu == DEFAULT_MU["gnn-fl"] and cfg.threads == 1 and cfg.lr_schedule == "cosine" and cfg.seed == 0
+        assert read_checkpoint(path)["test"]["feasible_pct"] >= 95.0

@@ -548,16 +548,18 @@ def train_cmd(
             angles = [float(a) for a in target_angles.split(",") if a.strip()]
         except ValueError:
             raise UserError(f"--target-angles: expected comma-separated degrees like -40,0,40, got {target_angles!r}") from None
-    sizes = {"epochs": 3, "n_train": 500, "n_val": 100, "n_test": 100} if quick else default_sizes(angles)
+    sizes = {"epochs": 3, "n_train": 500, "n_val": 100, "n_test": 100} if quick else default_sizes(angles, kinds[target])
     if epochs is not None:
         sizes["epochs"] = epochs
     if samples is not None:
         sizes["n_train"] = samples
+    every = validate_every or sizes.pop("validate_every", None) or min(10, max(1, sizes.get("epochs", 500) // 10))
+    sizes.pop("validate_every", None)
     try:
         cfg = TrainConfig(kind=kinds[target], num_antennas=antennas, num_users=users, num_targets=targets,
                           sinr_db=sinr_db, seed=seed, lr=lr, threads=threads, lr_schedule=lr_schedule,
                           mu=mu, margin_db=margin_db, target_angles_deg=angles,
-                          validate_every=validate_every or min(10, max(1, sizes.get("epochs", 500) // 10)), **sizes)
+                          validate_every=every, **sizes)
     except ValueError as e:
         raise UserError(str(e)) from None
     path = out or Path(f"zhao-{cfg.kind}-L{users}-{sinr_db:g}dB{target_set_tag(cfg.target_angles_deg)}.pt")

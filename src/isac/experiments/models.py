@@ -113,7 +113,7 @@ def ensure_models(needs: Iterable[ModelNeed], folder: str | Path, mode: str, *, 
         cfg = TrainConfig(kind=need.kind, num_antennas=need.num_antennas, num_users=need.num_users,
                           num_targets=need.num_targets, sinr_db=need.sinr_db, seed=seed,
                           target_angles_deg=list(need.target_angles_deg) or None, lr_schedule="cosine",
-                          threads=1, **default_sizes(need.target_angles_deg))
+                          threads=1, **default_sizes(need.target_angles_deg, need.kind))
         if mode == "quick":
             cfg = replace(cfg, **QUICK_TRAINING)
         path = out / need.file_name()
