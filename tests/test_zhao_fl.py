@@ -1,4 +1,4 @@
-"""The feasibility layer and GNN-FL of 004 (ours), its NumPy twin, and our ADMM projection against CVXPY."""
+"""The feasibility layer and GNN-FL of 004 (ours), its compiled (Numba) twin, and our ADMM projection against CVXPY."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linprog
 
 from isac.learning.train import TrainConfig, build_model, make_dataset, train
-from isac.learning.zhao import NumpyForward, feasible_powers
+from isac.learning.zhao import CompiledForward, feasible_powers
 from isac.metrics.comm import sinr
 from isac.metrics.evaluate import evaluate
 from isac.scenario.instances.beampattern_sinr import make_zhao
@@ -90,13 +90,32 @@ def test_layer_gradients_are_finite_with_invalid_rows():
     assert torch.isfinite(C.grad).all() and torch.isfinite(lu.grad).all()
 
 
-@pytest.mark.parametrize("kind", ["gnn", "gnn-fl"])
-def test_numpy_twin_matches_the_torch_module(kind):
-    cfg = TrainConfig(kind=kind, n_train=64, n_val=8, n_test=0, epochs=1)
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_z_matrix_elimination_matches_lapack_and_the_spectral_radius_test(n):
+    from isac.learning.zhao import _solve_z_matrix
+
+    g = torch.Generator().manual_seed(n)
+    X = torch.rand(400, n, n, generator=g, dtype=torch.float64) * torch.logspace(-2, 0.3, 400, dtype=torch.float64)[:, None, None]
+    X = X * (1 - torch.eye(n, dtype=torch.float64))
+    A = torch.eye(n, dtype=torch.float64) - X
+    rhs = torch.rand(400, n, 3, generator=g, dtype=torch.float64)
+    sol, ok = _solve_z_matrix(A, rhs)
+    radius = torch.linalg.eigvals(X).abs().amax(-1)
+    m_matrix = radius < 1  # I - X with X >= 0 is a nonsingular M-matrix iff rho(X) < 1
+    assert torch.equal(ok, m_matrix)
+    assert 0 < int(ok.sum()) < 400 or n == 1
+    ref = torch.linalg.solve(A[ok], rhs[ok])
+    torch.testing.assert_close(sol[ok], ref, rtol=1e-9, atol=1e-12)
+    assert bool((sol[ok] >= 0).all())  # A^-1 >= 0 for an M-matrix
+
+
+@pytest.mark.parametrize("kind,users", [("gnn", 2), ("gnn-fl", 2), ("gnn-fl", 1), ("gnn-fl", 3), ("gnn", 4)])
+def test_compiled_twin_matches_the_torch_module(kind, users):
+    cfg = TrainConfig(kind=kind, n_train=64, n_val=8, n_test=0, epochs=1, num_users=users)
     data = make_dataset(cfg, "train")
     model = build_model(cfg, data)
     model.eval()
-    twin = NumpyForward(model)
+    twin = CompiledForward(model)
     with torch.no_grad():
         if kind == "gnn-fl":
             C, S, valid = model.forward_valid(data.H, data.A, data.power_w, data.noise_w, data.sinr_target)
@@ -183,9 +202,15 @@ def test_shipped_fl_weights_have_the_config_the_readme_commands_give():
     from isac.learning import WEIGHTS_DIR
     from isac.learning.train import DEFAULT_MU, default_sizes, read_checkpoint
 
+    readme = (WEIGHTS_DIR / "README.md").read_text().splitlines()
     for path in sorted(WEIGHTS_DIR.glob("zhao-gnn-fl-*.pt")):
         cfg = read_checkpoint(path)["config_obj"]
         sizes = default_sizes(cfg.target_angles_deg, "gnn-fl")
         assert all(getattr(cfg, k) == v for k, v in sizes.items()), path.name
         assert cfg.mu == DEFAULT_MU["gnn-fl"] and cfg.threads == 1 and cfg.lr_schedule == "cosine" and cfg.seed == 0
         assert read_checkpoint(path)["test"]["feasible_pct"] >= 95.0
+        command = [line for line in readme if f"--out $W/{path.name}" in line]
+        assert len(command) == 1, f"weights README has no training command for {path.name}"
+        words = command[0].split()
+        margin = float(words[words.index("--margin-db") + 1]) if "--margin-db" in words else TrainConfig().margin_db
+        assert cfg.margin_db == margin, path.name

@@ -215,10 +215,12 @@ class _UpdatingLayer(nn.Module):
         msg = self.f1(users)  # [B, L, D]
         radar_msg = self.f2(radar)  # [B, D]
         n_users = users.shape[1]
-        if n_users > 1:
-            others = msg[:, None, :, :].expand(-1, n_users, -1, -1)  # [B, l, j, D]
-            self_mask = torch.eye(n_users, dtype=torch.bool, device=users.device)[None, :, :, None]
-            pooled = others.masked_fill(self_mask, float("-inf")).amax(dim=2)  # max over j != l
+        if n_users == 2:
+            pooled = msg.flip(1)  # the other user's message
+        elif n_users > 2:
+            # max over j != l: the largest message, or the second largest for the user holding the largest
+            top = msg.topk(2, dim=1).values  # [B, 2, D]
+            pooled = torch.where(msg == top[:, :1], top[:, 1:], top[:, :1])
         else:
             pooled = torch.zeros_like(msg)
         new_users = self.comb_user(users + radar_msg[:, None, :] + pooled)
@@ -338,8 +340,8 @@ def feasible_powers(
 
     It fails -- ``valid`` False -- exactly when the directions cannot meet the targets at power
     :math:`P_0`: a beam orthogonal to its user, spectral radius :math:`\ge 1` (detected as a
-    non-positive entry of :math:`\mathbf A^{-1}\mathbf b_0`: with :math:`\mathbf b_0>0` a non-negative
-    solution exists only below radius 1, Perron-Frobenius), or :math:`P_{\rm spare}\le 0`.
+    non-positive pivot when :math:`\mathbf A` is eliminated, :func:`_solve_z_matrix`, or a non-positive entry
+    of :math:`\mathbf A^{-1}\mathbf b_0`), or :math:`P_{\rm spare}\le 0`.
 
     Args:
         H: ``[B, M, L]`` complex128 channels. C_dir: ``[B, M, L]`` and S_dir ``[B, M, Ns]`` complex128
@@ -368,10 +370,10 @@ def feasible_powers(
     A = eye - X
     e_hat = torch.softmax(user_logits.to(REAL), dim=-1)
     rhs = torch.stack([gam[:, None] * sig2[:, None] / d_safe, gam[:, None] * s / d_safe, e_hat], dim=-1)  # [B, L, 3]
-    sol, info = torch.linalg.solve_ex(A, rhs)
+    sol, pivots_ok = _solve_z_matrix(A, rhs)
     sums = sol.sum(-2)  # [B, 3]: 1^T A^-1 b0, 1^T A^-1 bs, 1^T A^-1 e_hat
     spare = p0 - sums[:, 0]
-    valid = (ok & (info == 0) & (sol[..., 0] > 0).all(-1) & (spare > 0)
+    valid = (ok & pivots_ok & (sol[..., 0] > 0).all(-1) & (spare > 0)
              & torch.isfinite(sol).all(-1).all(-1))
     alpha = torch.sigmoid(sense_logit.to(REAL))
     safe = lambda x: torch.where(valid, x, torch.ones_like(x))  # noqa: E731  (keeps NaN out of the gradients)
@@ -389,6 +391,38 @@ def feasible_powers(
     return C.masked_fill(zero, 0.0), S.masked_fill(zero, 0.0), valid
 
 
+def _solve_z_matrix(A: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``A [B, L, L]`` with unit diagonal and non-positive off-diagonal entries (a Z-matrix), ``rhs [B, L, R]``
+    -> ``(A^{-1} rhs, ok [B])`` by Gaussian elimination without pivoting, vectorised over the batch.
+
+    Such an ``A`` is a nonsingular M-matrix (:math:`\mathbf A^{-1}\ge 0`, i.e. spectral radius of
+    :math:`\mathbf X=\mathbf I-\mathbf A` below 1) exactly when every pivot of this elimination is positive, and
+    elimination without pivoting is then stable; ``ok`` is that test. Rows with ``ok`` False hold
+    garbage (finite where the pivots are non-zero). For the few users of 004 this is ~L^2 batched
+    element-wise operations instead of one LAPACK call per instance (``torch.linalg.solve``).
+    """
+    n = A.shape[-1]
+    A = A.clone()
+    rhs = rhs.clone()
+    ok = torch.ones(A.shape[0], dtype=torch.bool, device=A.device)
+    for k in range(n):
+        piv = A[:, k, k]
+        ok = ok & (piv > 0)
+        piv = torch.where(piv > 0, piv, torch.ones_like(piv))
+        if k + 1 < n:
+            f = A[:, k + 1:, k] / piv[:, None]  # [B, n-k-1]
+            A = torch.cat([A[:, : k + 1], A[:, k + 1:] - f[:, :, None] * A[:, k: k + 1]], dim=1)
+            rhs = torch.cat([rhs[:, : k + 1], rhs[:, k + 1:] - f[:, :, None] * rhs[:, k: k + 1]], dim=1)
+    rows = [None] * n
+    for k in range(n - 1, -1, -1):
+        acc = rhs[:, k]
+        for j in range(k + 1, n):
+            acc = acc - A[:, k, j, None] * rows[j]
+        piv = A[:, k, k]
+        rows[k] = acc / torch.where(piv > 0, piv, torch.ones_like(piv))[:, None]
+    return torch.stack(rows, dim=1), ok
+
+
 def null_others(H: torch.Tensor, C: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
     r"""Remove a share :math:`\kappa_l` of each beam's component in the span of the *other* users' channels.
 
@@ -400,6 +434,10 @@ def null_others(H: torch.Tensor, C: torch.Tensor, share: torch.Tensor) -> torch.
     n_users = C.shape[-1]
     if n_users == 1:
         return C
+    if n_users == 2:  # the span of one channel: Pi c = h (h^H c) / ||h||^2, without a linear solve
+        other = H.flip(-1)  # column l holds the other user's channel
+        coef = (other.conj() * C).sum(-2, keepdim=True) / (other.abs() ** 2).sum(-2, keepdim=True)
+        return C - share[:, None, :].to(C.dtype) * coef * other
     cols = []
     for l in range(n_users):
         others = torch.cat([H[..., :l], H[..., l + 1:]], dim=-1)  # [B, M, L-1]
@@ -461,6 +499,8 @@ class ZhaoGNNFL(ZhaoGNN):
         C_raw, S_raw, lu, lz, ls = self.raw_with_logits(channel_features(H, power_w, noise_w), steering_features(A))
         C_dir = null_others(H, C_raw + _scaled_channels(H, power_w, noise_w), torch.sigmoid(lz + ZF_SHARE_BIAS))
         C_fl, S_fl, valid = feasible_powers(H, C_dir, S_raw, lu, ls, power_w, noise_w, gamma)
+        if not torch.is_grad_enabled() and bool(valid.all()):
+            return C_fl, S_fl, valid  # inference: no fallback needed
         C_n, S_n = normalize_power(C_dir, S_raw, power_w)
         keep = valid[:, None, None]
         return torch.where(keep, C_fl, C_n), torch.where(keep, S_fl, S_n), valid
@@ -577,19 +617,15 @@ def zhao_loss(
 # --- one-instance inference without torch's per-operation overhead -----------------------------------
 
 
-def _np_sigmoid(x):
-    from scipy.special import expit  # one ufunc call instead of four
+class CompiledForward:
+    r"""The forward pass of a trained :class:`ZhaoGNN` or :class:`ZhaoGNNFL` for ONE instance, compiled.
 
-    return expit(x)
-
-
-class NumpyForward:
-    r"""The forward pass of a trained :class:`ZhaoGNN` or :class:`ZhaoGNNFL` for ONE instance, in NumPy.
-
-    The same arithmetic as the torch modules (weights copied once, float64), for the single-instance
-    path of the learned solvers: a torch operation costs ~3-7 us of dispatch on a small CPU tensor
-    and the module runs ~100 of them, while the same NumPy operations on vectors of 128 cost ~1 us.
-    Batches go through the torch module. Tested against it (``tests/test_zhao_fl.py``).
+    The same arithmetic as the torch modules (weights copied once; float32 network, float64 feasibility
+    layer), for the single-instance
+    path of the learned solvers: a torch operation costs ~3-7 us of dispatch on a small CPU tensor and
+    the module runs ~100 of them; :mod:`isac.learning.zhao_kernels` runs the whole pass, feasibility
+    layer included, as one Numba-compiled call. Batches go through the torch module. Tested against it
+    (``tests/test_zhao_fl.py``).
 
     ``__call__(H [M, L], A [M, K] complex128 arrays, power_w, noise_w, sinr_target)`` ->
     ``(C [M, L], S [M, M] complex128 arrays, valid)``; ``valid`` is the feasibility layer's flag
@@ -599,111 +635,38 @@ class NumpyForward:
     def __init__(self, model: nn.Module):
         import numpy as np
 
+        from isac.learning import zhao_kernels  # lazy: Numba only on the single-instance path
+
         if not isinstance(model, ZhaoGNN):
-            raise TypeError(f"NumpyForward runs a ZhaoGNN or ZhaoGNNFL, got {type(model).__name__}")
+            raise TypeError(f"CompiledForward runs a ZhaoGNN or ZhaoGNNFL, got {type(model).__name__}")
         self.m = model.num_antennas
         self.fl = isinstance(model, ZhaoGNNFL)
         self.sinr_db = getattr(model, "sinr_db", None)
 
-        def lin(layer: nn.Linear):
-            return (layer.weight.detach().to(torch.float64).numpy().T.copy(),
-                    layer.bias.detach().to(torch.float64).numpy().copy())
-
-        def mlp(seq: nn.Sequential):
-            return lin(seq[0]), lin(seq[2])
-
-        self.f_c, self.f_s, self.f_ct, self.f_st = (mlp(model.f_c), mlp(model.f_s), mlp(model.f_ct), mlp(model.f_st))
-        self.layers = [(mlp(u.f1), mlp(u.f2), mlp(u.comb_user), mlp(u.comb_radar)) for u in model.layers]
-        self.out_c, self.out_s = lin(model.out_c), lin(model.out_s)
+        tensors: list[torch.Tensor] = []
+        for seq in (model.f_c, model.f_s, model.f_ct, model.f_st,
+                    *(f for u in model.layers for f in (u.f1, u.f2, u.comb_user, u.comb_radar))):
+            tensors += [seq[0].weight.T, seq[0].bias[None], seq[2].weight.T, seq[2].bias[None]]
+        tensors += [model.out_c.weight.T, model.out_c.bias[None], model.out_s.weight.T, model.out_s.bias[None]]
+        flat = [t.detach().to(torch.float32).contiguous().reshape(-1).numpy() for t in tensors]
+        offsets = np.cumsum([0] + [f.size for f in flat])[:-1]
+        self._weights = (np.ascontiguousarray(np.concatenate(flat)),
+                         np.array([[o, *t.shape] for o, t in zip(offsets, tensors)], dtype=np.int64))
+        self._kernel = zhao_kernels.forward
         self._np = np
-
-    @staticmethod
-    def _mlp(p, x):
-        (w1, b1), (w2, b2) = p
-        return _np_sigmoid(x @ w1 + b1) @ w2 + b2
-
-    def raw(self, h_feat, a_feat):
-        """``h_feat [L, 2M]``, ``a_feat [K, 2M]`` -> output-layer values ``([L, 2M(+2)], [2M^2(+1)])``."""
-        np = self._np
-        hc = self._mlp(self.f_c, h_feat)
-        sa = self._mlp(self.f_s, a_feat).mean(0)
-        users = self._mlp(self.f_ct, hc + sa)
-        radar = self._mlp(self.f_st, hc.mean(0) + sa)
-        n_users = users.shape[0]
-        for f1, f2, cu, cr in self.layers:
-            msg = self._mlp(f1, users)
-            rmsg = self._mlp(f2, radar)
-            if n_users > 1:
-                others = np.broadcast_to(msg, (n_users, n_users, msg.shape[1])).copy()
-                others[np.arange(n_users), np.arange(n_users)] = -np.inf
-                pooled = others.max(1)
-            else:
-                pooled = np.zeros_like(msg)
-            users, radar = self._mlp(cu, users + rmsg + pooled), self._mlp(cr, rmsg + msg.mean(0))
-        return users @ self.out_c[0] + self.out_c[1], radar @ self.out_s[0] + self.out_s[1]
+        m = self.m
+        probe_H = np.ones((m, 2), dtype=np.complex128) + 1j * np.eye(m, 2)  # compile (or load) now, not when timed
+        self(probe_H, np.ones((m, 1), dtype=np.complex128), 1.0, 1e-10, 1.0)
 
     def __call__(self, H, A, power_w: float, noise_w: float, sinr_target: float | None = None):
-        np = self._np
-        m = self.m
-        g = H * math.sqrt(power_w / noise_w)
-        h_feat = np.concatenate([g.real.T, g.imag.T], axis=1)
-        a_feat = np.concatenate([A.real.T, A.imag.T], axis=1)
-        oc, os_ = self.raw(h_feat, a_feat)
-        C = (oc[:, :m] + 1j * oc[:, m:2 * m]).T  # [M, L]
-        s = os_[: 2 * m * m].reshape(2 * m, m)
-        S = s[:m] + 1j * s[m:]
         if not self.fl:
-            f = math.sqrt(power_w / (np.sum(np.abs(C) ** 2) + np.sum(np.abs(S) ** 2)))
-            return C * f, S * f, True
-        gamma = 10.0 ** (self.sinr_db / 10.0) if sinr_target is None else float(sinr_target)
-        kappa = _np_sigmoid(oc[:, 2 * m + 1] + ZF_SHARE_BIAS)
-        C = self._null_others(H, C + g, kappa)
-        out = self._powers(H, C, S, oc[:, 2 * m], float(os_[2 * m * m]), power_w, noise_w,
-                           gamma * (1.0 + FL_SINR_MARGIN))
-        if out is None:
-            f = math.sqrt(power_w / (np.sum(np.abs(C) ** 2) + np.sum(np.abs(S) ** 2)))
-            return C * f, S * f, False
-        return out[0], out[1], True
-
-    def _null_others(self, H, C, kappa):
+            gamma = 1.0  # unused
+        elif sinr_target is None:
+            gamma = 10.0 ** (self.sinr_db / 10.0)
+        else:
+            gamma = float(sinr_target)
         np = self._np
-        n_users = C.shape[1]
-        if n_users == 1:
-            return C
-        cols = []
-        for l in range(n_users):
-            others = np.delete(H, l, axis=1)
-            oh = others.conj().T
-            y = np.linalg.solve(oh @ others, oh @ C[:, l])
-            cols.append(C[:, l] - kappa[l] * (others @ y))
-        return np.stack(cols, axis=1)
-
-    def _powers(self, H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, gamma):
-        """:func:`feasible_powers` for one instance; None when the layer fails."""
-        np = self._np
-        u = C_dir / np.sqrt(np.sum(np.abs(C_dir) ** 2, axis=0))
-        s_hat = S_dir / math.sqrt(float(np.sum(np.abs(S_dir) ** 2)))
-        Hh = H.conj().T
-        G = np.abs(Hh @ u) ** 2
-        s = np.sum(np.abs(Hh @ s_hat) ** 2, axis=1)
-        d = np.diag(G).copy()
-        if not np.all(d > 0):
-            return None
-        n_users = d.shape[0]
-        X = gamma * G / d[:, None]
-        X[np.arange(n_users), np.arange(n_users)] = 0.0
-        e = np.exp(user_logits - user_logits.max())
-        rhs = np.stack([gamma * noise_w / d, gamma * s / d, e / e.sum()], axis=1)
-        try:
-            sol = np.linalg.solve(np.eye(n_users) - X, rhs)
-        except np.linalg.LinAlgError:
-            return None
-        sums = sol.sum(0)
-        spare = power_w - sums[0]
-        if not (np.all(np.isfinite(sol)) and np.all(sol[:, 0] > 0) and spare > 0):
-            return None
-        alpha = 1.0 / (1.0 + math.exp(-sense_logit))
-        q = alpha * spare / (1.0 + sums[1])
-        k = (1.0 - alpha) * spare / sums[2]
-        p = sol[:, 0] + q * sol[:, 1] + k * sol[:, 2]
-        return u * np.sqrt(p), s_hat * math.sqrt(q)
+        H = np.ascontiguousarray(H, dtype=np.complex128)
+        A = np.ascontiguousarray(A, dtype=np.complex128)
+        return self._kernel(H, A, float(power_w), float(noise_w), gamma * (1.0 + FL_SINR_MARGIN), ZF_SHARE_BIAS,
+                            self.fl, *self._weights)

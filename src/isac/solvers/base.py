@@ -144,7 +144,9 @@ class Solver:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """A subclass's own ``solve_batch`` runs on one torch thread too (the caller's setting is restored)."""
+        """A subclass's own ``solve_batch`` runs on one torch thread too (the caller's setting is restored),
+        unless the class marks it ``solve_batch._one_thread = True`` and sets the threads itself (e.g. one
+        large batched forward pass on the caller's threads, the small per-instance work on one)."""
         super().__init_subclass__(**kwargs)
         batch = cls.__dict__.get("solve_batch")
         if batch is not None and not getattr(batch, "_one_thread", False):

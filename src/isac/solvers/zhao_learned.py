@@ -18,11 +18,11 @@ r"""Learned solvers of 004 (Zhao et al.) for ``beampattern-sinr``: ``gnn``, ``dn
   ``"SCS"`` runs the CVXPY program :func:`isac.solvers.zhao_sdr.project_feasible`).
   ``info["projected"]`` says whether the projection ran and ``info["model"]`` which model ran;
   ``timings`` has ``gnn_s`` (forward pass + feasibility check) and ``projection_s`` (0.0 when not
-  used). One instance at a time, the GNN's feasibility is the evaluator's test; a GNN-FL output
-  whose layer succeeded meets every SINR by construction and is used as it is (``finalize``
-  re-checks every returned point). ``solve_batch`` runs one forward pass and one
-  batched feasibility check for all instances, then projects the infeasible ones one by
-  one; each Result's ``time_s`` is its share of the batch plus its own projection.
+  used). The GNN's feasibility is the evaluator's test; a GNN-FL output whose layer succeeded
+  meets every SINR by construction and is used as it is (``finalize`` re-checks every returned
+  point). ``solve_batch`` runs one forward pass (and for the GNN one batched feasibility check)
+  for all instances, then projects the infeasible ones one by one; each Result's ``time_s`` is
+  its share of the batch plus its own projection.
 
 Which checkpoint: ``checkpoint`` names a file; otherwise a ``*.pt`` file whose config
 matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g. 2 for the
@@ -31,12 +31,14 @@ matches the instance (kind, M, Gamma0 and L -- or ``train_users`` when set, e.g.
 the shipped ``isac/learning/weights`` folder, in that order (files sorted by name within a
 folder). A model trained on the instance's own fixed target set (004 trains one per set) is
 preferred over one trained on random targets; a model trained on another fixed set is never
-used. Models are loaded once per (file, mtime) and cached at module level, before the timed
-part of ``solve``: ``time_s`` is inference only.
+used. Models are loaded once per (file, mtime) and cached at module level, and each solver
+object looks its model up once per (M, L, K, Gamma0, target set), before the timed part of
+``solve``: ``time_s`` is inference only.
 
-One instance on the CPU runs through :class:`isac.learning.zhao.NumpyForward` (the same network in
-NumPy; torch's per-operation overhead would dominate a batch of one); ``solve_batch`` runs the torch
-module once for the whole batch.
+One instance on the CPU runs through :class:`isac.learning.zhao.CompiledForward` (the same network
+compiled with Numba, :mod:`isac.learning.zhao_kernels`; torch's per-operation overhead would
+dominate a batch of one); ``solve_batch`` runs the torch module once for the whole batch, on the
+caller's torch threads when the batch has 64 instances or more.
 """
 
 from __future__ import annotations
@@ -53,11 +55,11 @@ import torch
 
 from isac.metrics.problems.beampattern_sinr import feasible_batch  # also registers the evaluator finalize() needs
 from isac.learning import WEIGHTS_DIR
-from isac.learning.zhao import NumpyForward, ZhaoGNN, ZhaoGNNFL
+from isac.learning.zhao import CompiledForward, ZhaoGNN, ZhaoGNNFL
 from isac.learning.train import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, target_steering
 from isac.scenario.instances.beampattern_sinr import PROBLEM as BEAMPATTERN_SINR
 from isac.scenario.instances.beampattern_sinr import BeampatternSinrInstance
-from isac.solvers.base import OptionError, Result, Solver, Status, finalize, torch_threads
+from isac.solvers.base import OptionError, Result, Solver, Status, finalize, one_thread, torch_threads
 from isac.solvers.registry import register_solver
 from isac.tensors import COMPLEX
 
@@ -137,16 +139,16 @@ def get_model(path: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Mo
     return _MODELS[key]
 
 
-_FAST: dict[int, tuple[torch.nn.Module, NumpyForward]] = {}
+_FAST: dict[int, tuple[torch.nn.Module, CompiledForward]] = {}
 
 
-def _fast_forward(model: torch.nn.Module) -> NumpyForward | None:
-    """The NumPy twin of a loaded GNN / GNN-FL (built once per model object); None for other models."""
+def _fast_forward(model: torch.nn.Module) -> CompiledForward | None:
+    """The compiled twin of a loaded GNN / GNN-FL (built once per model object); None for other models."""
     if not isinstance(model, ZhaoGNN):
         return None
     hit = _FAST.get(id(model))
     if hit is None or hit[0] is not model:
-        hit = (model, NumpyForward(model))
+        hit = (model, CompiledForward(model))
         _FAST[id(model)] = hit
     return hit[1]
 
@@ -218,6 +220,7 @@ class _ZhaoLearned(Solver):
         if self.train_users < 0:
             raise ValueError(f"train_users must be >= 0, got {self.train_users}")
         self._model: torch.nn.Module | None = None
+        self._resolved: dict[tuple, tuple[torch.nn.Module, TrainConfig, Path]] = {}
 
     def model_kinds(self) -> tuple[str, ...]:
         """Model kinds this solver runs, in order of preference."""
@@ -225,7 +228,22 @@ class _ZhaoLearned(Solver):
 
     # --- model resolution (not timed) ---------------------------------------------------------------
     def resolve(self, inst: BeampatternSinrInstance) -> tuple[torch.nn.Module, TrainConfig, Path]:
-        """The model this solver uses on ``inst`` (loaded and cached); :class:`OptionError` if there is none."""
+        """The model this solver uses on ``inst`` (loaded and cached); :class:`OptionError` if there is none.
+
+        Looked up once per solver object and (M, L, K, Gamma0, target set): a sweep does not scan the
+        model folders on every instance. A checkpoint written later is seen by a new solver object.
+        """
+        key = (inst.num_antennas, inst.num_users, inst.num_targets, inst.sinr_db,
+               tuple(inst.target_angles_deg.tolist()))
+        hit = self._resolved.get(key)
+        if hit is None:
+            hit = self._resolve(inst)
+            if len(self._resolved) > 256:
+                self._resolved.clear()
+            self._resolved[key] = hit
+        return hit
+
+    def _resolve(self, inst: BeampatternSinrInstance) -> tuple[torch.nn.Module, TrainConfig, Path]:
         kinds = self.model_kinds()
         users = self.train_users or inst.num_users
         if self.checkpoint:
@@ -272,7 +290,7 @@ class _ZhaoLearned(Solver):
         if instance.problem not in self.problems:
             return super().solve(instance)  # raises the base class's OptionError
         self._model, config, _ = self.resolve(instance)  # one-time loading stays out of time_s
-        _fast_forward(self._model)  # so is building the NumPy twin
+        _fast_forward(self._model)  # so is building (and compiling) the twin
         self._kind_used = config.kind
         return super().solve(instance)
 
@@ -292,13 +310,16 @@ class _ZhaoLearned(Solver):
             return []
         C, S, _, per, kind = self._forward_batch(insts)
         out = []
-        for b, inst in enumerate(insts):
-            res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
-                         message=f"{kind.upper()} forward pass (batch of {len(insts)})",
-                         solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
-                         timings={"solve_s": per}, options=self.options(), seed=None)
-            out.append(finalize(res, inst))
+        with one_thread():
+            for b, inst in enumerate(insts):
+                res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=Status.CONVERGED,
+                             message=f"{kind.upper()} forward pass (batch of {len(insts)})",
+                             solution={"C": C[b], "S": S[b]}, iterations=1, time_s=per,
+                             timings={"solve_s": per}, options=self.options(), seed=None)
+                out.append(finalize(res, inst))
         return out
+
+    solve_batch._one_thread = True  # type: ignore[attr-defined]  # threads set here: see _forward_batch
 
     def _forward_batch(self, insts: list[BeampatternSinrInstance]):
         """Validate a non-empty batch, resolve the model, one timed forward pass
@@ -316,6 +337,8 @@ class _ZhaoLearned(Solver):
         if config.kind == "gnn-fl" and any(abs(i.sinr_db - config.sinr_db) >= SINR_DB_MATCH_TOL for i in insts):
             raise OptionError(f"solve_batch: {path} enforces Gamma0 = {config.sinr_db:g} dB; every instance of "
                               "the batch must have it")
+        # a large batch runs on the caller's torch threads (the forward pass is a few big matrix
+        # products), a small one on one thread
         t0 = time.perf_counter()
         with torch_threads(1) if self.device == "cpu" and len(insts) < 64 else _no_change():
             C, S, valid = _forward(model, insts, self.device)
@@ -418,9 +441,16 @@ class ZhaoGnnIp(_ZhaoLearned):
         insts = list(instances)
         if not insts:
             return []
-        C, S, _, per, kind = self._forward_batch(insts)
+        C, S, valid, per, kind = self._forward_batch(insts)
+        with one_thread():
+            return self._finish_batch(insts, C, S, valid, per, kind)
+
+    solve_batch._one_thread = True  # type: ignore[attr-defined]  # threads set here: see _forward_batch
+
+    def _finish_batch(self, insts, C, S, valid, per, kind) -> list[Result]:
         t0 = time.perf_counter()
-        ok = feasible_batch(insts, C, S).tolist()
+        # as in _solve: a valid feasibility-layer output is feasible by construction (finalize re-checks it)
+        ok = valid.tolist() if kind == "gnn-fl" else feasible_batch(insts, C, S).tolist()
         share = per + (time.perf_counter() - t0) / len(insts)
         out = []
         for b, (inst, feasible) in enumerate(zip(insts, ok)):
@@ -430,8 +460,7 @@ class ZhaoGnnIp(_ZhaoLearned):
                                                 {"C": C[b], "S": S[b]}, 0.0)
             else:
                 t1 = time.perf_counter()
-                with torch_threads(1):
-                    status, message, C_t, S_t = _project(inst, C[b], S[b], self.projection_backend)
+                status, message, C_t, S_t = _project(inst, C[b], S[b], self.projection_backend)
                 proj_s = time.perf_counter() - t1
                 sol = {"C": C_t, "S": S_t}
             res = Result(problem=BEAMPATTERN_SINR, solver=self.name, status=status,
