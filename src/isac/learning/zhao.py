@@ -387,6 +387,8 @@ def feasible_powers(
     q_root = torch.where(q_pos, torch.where(q_pos, q, torch.ones_like(q)).sqrt(), torch.zeros_like(q))
     C = u * p.sqrt()[:, None, :].to(u.dtype)
     S = s_hat * q_root[:, None, None].to(s_hat.dtype)
+    if bool(valid.all()):
+        return C, S, valid
     zero = ~valid[:, None, None]
     return C.masked_fill(zero, 0.0), S.masked_fill(zero, 0.0), valid
 

@@ -188,7 +188,11 @@ def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance
     first = instances[0]
     if all(i.spacing_wavelengths == first.spacing_wavelengths for i in instances):  # one array: vectorised
         angles = torch.stack([i.target_angles_deg for i in instances])  # [B, K]
-        A = first.array.steering(torch.deg2rad(angles)).transpose(-2, -1).to(device)
+        if bool((angles == angles[:1]).all()):  # one fixed target set: steer once
+            A = first.array.steering(torch.deg2rad(angles[:1])).transpose(-2, -1).expand(len(instances), -1, -1)
+        else:
+            A = first.array.steering(torch.deg2rad(angles)).transpose(-2, -1)
+        A = A.to(device)
     else:
         A = torch.stack([target_steering(i) for i in instances]).to(device)
     power = torch.tensor([i.power_w for i in instances], dtype=torch.float64, device=device)
