@@ -120,7 +120,7 @@ def _below(objs: list[float], authors: list[float]) -> int:
     return sum(o < a - 1e-4 for o, a in zip(objs, authors))
 
 
-def _median_run(run: Callable[[], list], repeats: int = 3) -> list:
+def _median_run(run: Callable[[], list], repeats: int = 5) -> list:
     """The results of the run with the median total ``time_s`` of ``repeats`` runs (one batched call is
     one timing: repeating it keeps a single slow call, e.g. after the machine idled, out of the ratios)."""
     runs = sorted((run() for _ in range(repeats)), key=lambda res: sum(r.time_s for r in res))

@@ -103,7 +103,12 @@ def channel_features(H: torch.Tensor, power_w, noise_w) -> torch.Tensor:
 
 
 def steering_features(A: torch.Tensor) -> torch.Tensor:
-    r"""Target-node inputs ``[B, K, 2M]`` float32 from ``A [B, M, K]`` complex (column k = :math:`\mathbf a(\theta^k)`)."""
+    r"""Target-node inputs ``[B, K, 2M]`` float32 from ``A [B, M, K]`` complex (column k = :math:`\mathbf a(\theta^k)`).
+
+    An ``A`` broadcast over the batch (stride 0: one fixed target set) gives features broadcast the same
+    way, which the trunk then encodes once."""
+    if A.shape[0] > 1 and A.stride(0) == 0:
+        return _stack_real_imag(A[:1]).expand(A.shape[0], -1, -1)
     return _stack_real_imag(A)
 
 
@@ -271,7 +276,10 @@ class ZhaoGNN(nn.Module):
     def trunk(self, h_feat: torch.Tensor, a_feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Initialisation and updating layers: features -> user nodes ``[B, L, D]``, radar node ``[B, D]``."""
         hc = self.f_c(h_feat)  # [B, L, D]
-        sa = self.f_s(a_feat).mean(dim=1)  # [B, D]
+        if a_feat.shape[0] > 1 and a_feat.stride(0) == 0:  # one target set for the whole batch: encode it once
+            sa = self.f_s(a_feat[:1]).mean(dim=1).expand(a_feat.shape[0], -1)
+        else:
+            sa = self.f_s(a_feat).mean(dim=1)  # [B, D]
         users = self.f_ct(hc + sa[:, None, :])
         radar = self.f_st(hc.mean(dim=1) + sa)
         for layer in self.layers:
