@@ -121,10 +121,40 @@ def test_console_script_help_lists_commands():
         assert cmd in out
 
 
-def test_demo_writes_results_and_plot(tmp_path, capsys, monkeypatch):
-    code, out, _ = run(["demo", "--out", tmp_path / "d", "--trials", "2"], capsys, monkeypatch)
+def test_demo_quick_runs_every_family(tmp_path, capsys, monkeypatch):
+    """`isac demo --quick`: one proposed method and one baseline per family, one table, five pictures."""
+    import matplotlib.image
+
+    d = tmp_path / "d"
+    code, out, _ = run(["demo", "--out", d, "--quick"], capsys, monkeypatch)
     assert code == 0
-    results = json.loads((tmp_path / "d" / "results.json").read_text())
-    assert (tmp_path / "d" / "tradeoff.png").stat().st_size > 1000
-    assert len(results["rows"]) > 0
-    assert all(math.isfinite(r["sum_rate_nats"]) and r["feasible"] for r in results["rows"])
+    # strict JSON: a NaN or Infinity anywhere would fail to parse
+    results = json.loads((d / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c}"))
+    rows = results["rows"]
+    got = {(r["paper"], r["family"], r["solver"], r["role"], tuple(sorted(r["options"].items()))) for r in rows}
+    assert got == {
+        ("003", "crlb-sumrate", "sca", "proposed", ()), ("003", "crlb-sumrate", "zf", "baseline", ()),
+        ("004", "beampattern-sinr", "gnn-ip", "proposed", (("model", "gnn"),)),
+        ("004", "beampattern-sinr", "sdr", "baseline", ()),
+        ("000", "multibs-association", "ao", "optimal UA", (("association", "exact"),)),
+        ("000", "multibs-association", "ao", "baseline", (("association", "gale-shapley"),)),
+        ("001", "bs-selection", "penalty-sdr", "proposed", ()), ("001", "bs-selection", "scheme1", "baseline", ()),
+        ("002", "coop-localization", "lhgnn", "proposed", ()), ("002", "coop-localization", "pdpg", "baseline", ()),
+    }
+    for r in rows:
+        assert r["status"] in ("CONVERGED", "MAX_ITERATIONS") and r["feasible"], r
+        assert math.isfinite(r["value"]) and math.isfinite(r["time_s"]) and r["time_s"] >= 0, r
+        assert "[" in r["metric_label"] and r["goal"] in ("max", "min")  # a metric names its unit
+    table = [line for line in out.splitlines() if line.startswith(("003 ", "004 ", "000 ", "001 ", "002 "))
+             and ("yes" in line.split() or "no" in line.split())]
+    assert len(table) == len(rows) == 10
+    index = (d / "index.md").read_text()
+    assert len(results["figures"]) == 5
+    for fig in results["figures"].values():
+        png = d / fig
+        assert png.stat().st_size > 20_000, fig
+        pixels = matplotlib.image.imread(png)
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 500 and pixels[..., :3].std() > 0.05, fig  # not blank
+        assert f"]({fig})" in index
+    for r in rows:
+        assert f"| {r['method']} |" in index

@@ -21,7 +21,6 @@ from isac import __version__
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="isac: transmit beamforming for integrated sensing and communication (ISAC).",
     pretty_exceptions_enable=False,
 )
 
@@ -87,7 +86,16 @@ def _load_or_make(problem: str, instance: Optional[Path], preset: Optional[str],
         return load_instance(instance, problem)
     if preset is None:
         raise UserError("give --instance FILE or --preset NAME (see `isac problems`)")
-    return make_preset(problem, preset, 0 if seed is None else seed, **(params or {}))
+    inst = make_preset(problem, preset, 0 if seed is None else seed, **(params or {}))
+    if params:  # --param values meet the checks (and bounds) an instance file meets
+        from isac.scenario.io import InstanceError
+        from isac.scenario.problems import instance_from_dict
+
+        try:
+            instance_from_dict(inst.to_dict(), problem)
+        except InstanceError as e:
+            raise UserError(f"preset {preset!r} with these --param values: {e}") from None
+    return inst
 
 
 @app.command("problems")
@@ -171,7 +179,7 @@ def solve_cmd(
     summary = {k: d[k] for k in ("problem", "solver", "status", "message", "metrics", "iterations", "time_s")}
     if d.get("info"):
         summary["info"] = d["info"]
-    typer.echo(json.dumps(summary, indent=2))
+    typer.echo(json.dumps(summary, indent=2, allow_nan=False))  # to_dict wrote null for any NaN/Inf
 
 
 @app.command("evaluate")
@@ -181,12 +189,17 @@ def evaluate_cmd(
     solution: Path = typer.Option(..., "--solution", help="Solution JSON (or a result file from `isac solve`)."),
 ):
     """Print the metrics of a solution on an instance as JSON."""
-    from isac.metrics.evaluate import evaluate, to_python
+    from isac.metrics.evaluate import evaluate, nonfinite_metrics, to_python
     from isac.scenario.problems import load_instance, load_solution
 
     inst = load_instance(instance, problem)
     sol = load_solution(solution, inst)
-    typer.echo(json.dumps(to_python(evaluate(inst, sol)), indent=2))
+    metrics = to_python(evaluate(inst, sol))
+    bad = nonfinite_metrics(metrics)
+    if bad:  # the files passed their checks, yet a metric overflowed: never print NaN/Inf with exit 0
+        raise UserError(f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}: not finite for this solution on this "
+                        "instance (e.g. a sensing bound of beams that see no target, or values beyond float64's range)")
+    typer.echo(json.dumps(metrics, indent=2, allow_nan=False))
 
 
 @app.command("associate")
@@ -246,15 +259,13 @@ def associate_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for results.json and the plot."),
-    trials: int = typer.Option(5, "--trials", help="Instances (seeds) to average over."),
+    out: Path = typer.Option(Path("demo-output"), "--out", help="Folder for index.md, results.json and the pictures."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer points on 003's trade-off curves (tests)."),
 ):
-    """Short end-to-end job: a 003 preset solved by the baselines, metrics and a plot."""
+    """Short end-to-end job: each family's proposed method beside a baseline, one table, five pictures."""
     from isac.experiments.demo import run_demo
 
-    if trials < 1:
-        raise UserError("--trials must be >= 1")
-    run_demo(out, trials=trials, echo=typer.echo)
+    run_demo(out, quick=quick, echo=typer.echo)
 
 
 @contextlib.contextmanager
@@ -571,6 +582,99 @@ def train_cmd(
 def version_cmd():
     """Print the package version."""
     typer.echo(__version__)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="Print the package version and exit.")) -> None:
+    """isac: transmit beamforming for integrated sensing and communication (ISAC)."""
+
+
+def _doctor_lines() -> list[tuple[str, str]]:
+    """``(what, value)`` pairs for ``isac doctor``; a part that cannot be read says why instead."""
+    import importlib.metadata as md
+    import platform
+
+    rows: list[tuple[str, str]] = []
+
+    def add(what: str, get) -> None:
+        try:
+            rows.append((what, str(get())))
+        except Exception as e:  # noqa: BLE001 - a broken install is what doctor is for
+            rows.append((what, f"unavailable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"))
+
+    def version_of(dist: str):
+        return lambda: md.version(dist)
+
+    import isac
+
+    add("isac", lambda: f"{__version__} ({Path(isac.__file__).parent})")
+    add("python", lambda: f"{platform.python_version()} ({sys.executable})")
+    add("platform", lambda: f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} CPUs")
+    for dist in ("numpy", "scipy", "numba", "cvxpy", "scs", "clarabel", "matplotlib", "dask", "distributed",
+                 "openai"):
+        add(dist, version_of(dist))
+
+    def torch_info():
+        import torch
+
+        cuda = torch.cuda.is_available()
+        devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) if cuda else "none"
+        return f"{torch.__version__}; CUDA available: {cuda} (build CUDA {torch.version.cuda}; devices: {devices})"
+
+    add("torch", torch_info)
+
+    def threads():
+        import torch
+
+        env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+                        if k in os.environ) or "no thread variables set"
+        return (f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()} "
+                f"(solvers run small problems on 1); {env}")
+
+    add("threads", threads)
+
+    def cvxpy_solvers():
+        import cvxpy
+
+        return ", ".join(sorted(cvxpy.installed_solvers()))
+
+    add("cvxpy solvers", cvxpy_solvers)
+
+    def models():
+        from isac.solvers.zhao_learned import MODEL_DIR_ENV, model_folders
+
+        parts = []
+        for folder in model_folders():
+            n = len(list(folder.glob("*.pt"))) if folder.is_dir() else 0
+            parts.append(f"{folder} ({n} checkpoints)" if folder.is_dir() else f"{folder} (missing)")
+        env = os.environ.get(MODEL_DIR_ENV)
+        return "; ".join(parts) + (f"  [${MODEL_DIR_ENV}={env}]" if env else f"  [${MODEL_DIR_ENV} not set]")
+
+    add("models looked up in", models)
+
+    def numba_cache():
+        import numba.core.config as cfg
+
+        return cfg.CACHE_DIR or "next to the compiled modules (__pycache__), else the user cache"
+
+    add("numba cache", numba_cache)
+    return rows
+
+
+@app.command("doctor")
+def doctor_cmd():
+    """Print versions (torch, cvxpy and its solvers, ...), CUDA, threads and model folders for bug reports."""
+    rows = _doctor_lines()
+    width = max(len(w) for w, _ in rows)
+    for what, value in rows:
+        typer.echo(f"{what:<{width}}  {value}")
 
 
 def main() -> None:

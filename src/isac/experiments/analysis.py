@@ -405,7 +405,7 @@ def report(rows: Sequence[Mapping[str, Any]], spec: SweepSpec, manifest: Mapping
         f"Problem `{spec.problem}`, preset `{spec.preset}`, root seed {spec.seed}, {spec.trials} trials per point"
         + _trajectory_text(spec.trials, spec.slots)
         + f", {len(spec.points())} points, solvers: {', '.join(spec.solver_keys())}.",
-        f"Rows stored: {len(rows)} of {total}; failed (ERROR, INFEASIBLE, NUMERICAL_ERROR): {len(failed)}.",
+        f"Rows stored: {len(rows)} of {total}; failed ({', '.join(FAILED_STATUSES)}): {len(failed)}.",
         "",
     ]
     if spec.notes:

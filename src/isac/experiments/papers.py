@@ -36,7 +36,8 @@ register_paper(Paper(
            "(the paper's epsilon, where our CRB does not bind) and li_fig10_crb_binding (1e-7 ... 1e-3 rad^2); "
            "Table 3: li_table3_large. Baselines: brute-force = 'Convex plus BF' (same optimum of (P2) as exact), "
            "gale-shapley = 'Convex method only', fixed = 'Beamforming only'. The paper's proposal (an LLM "
-           "associating users, 'Convex plus GPT-o1') lands with a later issue; exact is its ceiling."),
+           "associating users, 'Convex plus GPT-o1') is -o association=llm on any OpenAI-compatible "
+           "server (not run by the bundled specs: it needs one); exact is its ceiling."),
 ))
 
 register_paper(Paper(

@@ -27,6 +27,8 @@ with options and a unique label), the metrics to record and the plots to draw::
     name = "zf"
     label = "ZF 50%"            # optional; defaults to name; must be unique
     options = { comm_power_fraction = 0.5 }
+    timeout_s = 60              # optional: per-solve time limit; a solve that exceeds it is stopped
+                                # and stored with status TIMEOUT (the sweep goes on)
 
     [[plots]]
     name = "rate_vs_power"
@@ -48,6 +50,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -89,6 +92,20 @@ class SolverEntry(_Model):
     requires: Literal["llm-endpoint"] | None = None
     """``"llm-endpoint"``: an LLM line, run only when an endpoint is configured ($ISAC_LLM_BASE_URL and
     $ISAC_LLM_MODEL, or ``isac reproduce --llm-base-url/--llm-model``); skipped with a message otherwise."""
+    timeout_s: float | None = None
+    """Wall-time limit of one solve in seconds: each solve of this entry then runs in a separate
+    process that is killed when the limit passes, and the row is stored with status ``TIMEOUT``
+    (see :mod:`isac.experiments.isolate`). Unset: solves run in the worker itself, unlimited.
+    When set it is part of the compute hash: every row of a store ran under the same limits."""
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _positive_seconds(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"must be a positive finite number of seconds, got {v!r}")
+        return float(v)
 
     @property
     def key(self) -> str:
@@ -188,6 +205,9 @@ class SweepSpec(_Model):
                                      "record_trace"})
         for a in d["axes"]:
             a.pop("label", None)
+        for s in d["solvers"]:
+            if s.get("timeout_s") is None:  # only when set, so that the hashes of existing specs do not change
+                s.pop("timeout_s", None)
         if self.slots > 1:  # only then, so that the hashes of existing i.i.d. specs do not change
             d["slots"] = self.slots
         return d

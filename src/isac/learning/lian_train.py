@@ -128,7 +128,7 @@ class LianTrainConfig:
         protocol: "reduced" or "full" (informative: which defaults the sizes came from).
         power_dbm: per-BS budget P_n of the samples (dBm). gamma_over_floor: gamma / SPEB floor.
         csi_snr_db: None (exact CSI), [s] (fixed SNR) or [lo, hi] (integer SNR per sample, uniform).
-        position_error_m: None (exact target) or [a, b]: |error| ~ U[a, b) per axis.
+        position_error_m: None (exact target) or [a, b]: ``|error|`` ~ U[a, b) per axis.
         num_users: K of the samples (the paper's 5).
         widths: output widths of the GNN layers. fc_hidden: hidden width of the U' = 2 FC layers.
         cnn_channels, cnn_hidden: conv channels and FC hidden widths of the CNN.

@@ -11,6 +11,7 @@ Feasibility tolerances are named constants, not literals scattered in solvers.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -56,6 +57,32 @@ def evaluate(instance, solution: Mapping[str, torch.Tensor]) -> dict[str, Any]:
             if not is_finite(v):
                 return {"feasible": False, "error": f"{k} contains NaN or Inf"}
     return fn(instance, solution)
+
+
+def nonfinite_metrics(metrics: Mapping[str, Any]) -> list[str]:
+    """Names of the metrics holding a NaN or an infinity (``"rates_nats[1]"``, ``"crlb_trace"``), in order.
+
+    A finite input can still overflow inside a metric; :func:`isac.solvers.base.finalize` turns such
+    a result into NUMERICAL_ERROR and ``isac evaluate`` refuses to print it."""
+    bad: list[str] = []
+
+    def walk(x: Any, name: str) -> None:
+        if isinstance(x, torch.Tensor):
+            if (x.is_floating_point() or x.is_complex()) and not is_finite(x):
+                bad.append(name)
+        elif isinstance(x, float):
+            if not math.isfinite(x):
+                bad.append(name)
+        elif isinstance(x, Mapping):
+            for k, v in x.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                if len(bad) < 8:
+                    walk(v, f"{name}[{i}]")
+
+    walk(metrics, "")
+    return bad
 
 
 def to_python(x: Any) -> Any:

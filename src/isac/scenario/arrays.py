@@ -13,15 +13,15 @@ of the function. With element position indices :math:`n` (ULA) or
 with :math:`c = 1/\sqrt N` when ``normalized`` else 1, and the direction
 functions :math:`u` chosen by the convention:
 
-========  =====================================================  ==================
-paper     steering vector                                        constructor
-========  =====================================================  ==================
-000 li    ULA :math:`e^{j2\pi (d/\lambda) m\cos\theta}`          :func:`li_ula`
-001 xu    ULA :math:`e^{-j\pi m\sin\theta}`                      :func:`xu_ula`
-002 lian  UPA on x-z, :math:`u_x=\cos\beta\cos\theta,u_z=\sin\theta`  :func:`lian_upa`
+========  =======================================================================  ================
+paper     steering vector                                                          constructor
+========  =======================================================================  ================
+000 li    ULA :math:`e^{j2\pi (d/\lambda) m\cos\theta}`                            :func:`li_ula`
+001 xu    ULA :math:`e^{-j\pi m\sin\theta}`                                        :func:`xu_ula`
+002 lian  UPA on x-z, :math:`u_x=\cos\beta\cos\theta,u_z=\sin\theta`               :func:`lian_upa`
 003 fang  UPA :math:`a_h\otimes a_v`, :math:`u_h=\sin\theta\sin\phi,u_v=\cos\phi`  :func:`fang_upa`
-004 zhao  ULA :math:`e^{-j2\pi\Delta m\sin\theta}`              :func:`zhao_ula`
-========  =====================================================  ==================
+004 zhao  ULA :math:`e^{-j2\pi\Delta m\sin\theta}`                                 :func:`zhao_ula`
+========  =======================================================================  ================
 
 Shapes: angles ``[...]`` (float64 tensors, radians) -> steering ``[..., N]``
 (complex128). Derivatives are exact (no finite differences) and are checked

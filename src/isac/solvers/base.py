@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import math
 import time
 import typing
 from collections.abc import Mapping
@@ -21,8 +22,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from isac.metrics.evaluate import evaluate, to_python
+from isac.metrics.evaluate import evaluate, nonfinite_metrics, to_python
 from isac.scenario.problems import get_family
+from isac.tensors import is_finite
 
 
 @contextlib.contextmanager
@@ -58,6 +60,8 @@ class Status(str, enum.Enum):
     """The problem (or the method's construction) admits no feasible point, or the returned point violates a constraint."""
     NUMERICAL_ERROR = "NUMERICAL_ERROR"
     """NaN/Inf, a failed factorisation or an inner solver error."""
+    TIMEOUT = "TIMEOUT"
+    """The solve ran past its time limit (a sweep spec's ``timeout_s``) and was stopped; no point returned."""
 
 
 @dataclass
@@ -103,22 +107,41 @@ class Result:
         """JSON-ready dict: the solution in the family's file format plus everything else."""
         fam = get_family(self.problem)
         out: dict[str, Any] = {"problem": self.problem, "solver": self.solver}
-        out.update(fam.encode_solution(self.solution) if self.solution else {})
+        # A point holding NaN/Inf is not written (its status is NUMERICAL_ERROR, see finalize), and
+        # non-finite numbers elsewhere become null: the dict always encodes as strict JSON.
+        out.update(fam.encode_solution(self.solution) if self.solution and not _nonfinite_tensors(self.solution) else {})
         out.update(
             {
                 "status": self.status.value,
                 "message": self.message,
-                "metrics": to_python(self.metrics),
+                "metrics": _json_safe(to_python(self.metrics)),
                 "iterations": int(self.iterations),
                 "time_s": float(self.time_s),
-                "timings": {k: float(v) for k, v in self.timings.items()},
-                "trace": to_python(self.trace),
-                "options": to_python(self.options),
+                "timings": _json_safe({k: float(v) for k, v in self.timings.items()}),
+                "trace": _json_safe(to_python(self.trace)),
+                "options": _json_safe(to_python(self.options)),
                 "seed": self.seed,
-                "info": to_python(self.info),
+                "info": _json_safe(to_python(self.info)),
             }
         )
         return out
+
+
+def _json_safe(x: Any) -> Any:
+    """``x`` with every NaN / infinite float replaced by None (JSON null), recursively."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _nonfinite_tensors(solution: Mapping[str, Any]) -> list[str]:
+    """Keys of the floating/complex tensors of ``solution`` holding a NaN or an infinity."""
+    return [k for k, v in solution.items()
+            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and not is_finite(v)]
 
 
 class OptionError(ValueError):
@@ -171,7 +194,7 @@ class Solver:
         try:
             with one_thread():  # small dense problems: torch's thread pool only slows them down
                 status, message, solution, trace, iterations = self._solve(instance)
-        except (torch.linalg.LinAlgError, FloatingPointError) as e:
+        except (torch.linalg.LinAlgError, FloatingPointError, OverflowError) as e:
             status, message, solution, trace, iterations = Status.NUMERICAL_ERROR, f"{type(e).__name__}: {e}".splitlines()[0], {}, [], 0
         elapsed = time.perf_counter() - t0
         return finalize(
@@ -241,13 +264,26 @@ def finalize(result: Result, instance) -> Result:
     """Attach metrics from the metrics package and enforce the status rules.
 
     A point the metrics package finds infeasible is never CONVERGED or
-    MAX_ITERATIONS: it becomes INFEASIBLE with the reason appended.
+    MAX_ITERATIONS: it becomes INFEASIBLE with the reason appended. A point holding
+    NaN/Inf, or whose metrics do (a finite input that overflows float64 inside a
+    metric), is NUMERICAL_ERROR whatever the solver said, with the offending names
+    appended; :meth:`Result.to_dict` then writes null for those numbers.
     """
     if result.solution:
         result.metrics = evaluate(instance, result.solution)
     else:
         result.metrics = {"feasible": False}
-    if result.status in (Status.CONVERGED, Status.MAX_ITERATIONS) and not result.metrics.get("feasible", False):
+    bad_point = _nonfinite_tensors(result.solution) if result.solution else []
+    bad_metrics = nonfinite_metrics(result.metrics)
+    if (bad_point or bad_metrics) and result.status in (Status.CONVERGED, Status.MAX_ITERATIONS, Status.INFEASIBLE,
+                                                        Status.NUMERICAL_ERROR):
+        what = (f"returned point has NaN or Inf in {', '.join(bad_point)}" if bad_point else
+                f"non-finite metrics {', '.join(bad_metrics[:4])}{' ...' if len(bad_metrics) > 4 else ''} "
+                "(e.g. a sensing bound of beams that see no target, or values beyond float64's range)")
+        result.message = f"{result.message}; {what}".lstrip("; ")
+        result.status = Status.NUMERICAL_ERROR
+        result.metrics["feasible"] = False
+    elif result.status in (Status.CONVERGED, Status.MAX_ITERATIONS) and not result.metrics.get("feasible", False):
         why = result.metrics.get("error") or "the metrics package found a constraint violated"
         result.message = f"{result.message}; returned point is infeasible: {why}".lstrip("; ")
         result.status = Status.INFEASIBLE

@@ -285,7 +285,7 @@ _ASCENT_STATUS = {"converged": Status.CONVERGED, "stalled": Status.CONVERGED, "m
 
 
 def shift(b: _Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-    r""":math:`\lambda` ``[B]``: |dominant eigenvalue| of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`."""
+    r""":math:`\lambda` ``[B]``: absolute value of the dominant eigenvalue of :math:`\delta_c\mathbf H\mathbf\Sigma_2\mathbf H^H-\delta_s\mathbf Q`."""
     hs = b.H * parts["sigma2"].to(b.H.dtype)[:, None, :]
     m = b.delta_c[:, None, None] * (hs @ hermitian(b.H)) - b.delta_s[:, None, None] * parts["Q"]
     m = 0.5 * (m + hermitian(m))
@@ -346,7 +346,7 @@ class SCA(Solver):
     Options:
         max_iterations: iteration budget (None: 5000 with step "lbfgs", 20000 with "paper" and
             "adaptive", 2000 with rule "authors").
-        tolerance: stop when |f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12) (None: 1e-10 with
+        tolerance: stop when ``|f(t+1) - f(t)| <= tolerance * max(|f(t)|, 1e-12)`` (None: 1e-10 with
             "lbfgs", 1e-8 with "paper"/"adaptive"; rule "authors": see below).
         power_constraint: "total" (eq. (30)) or "per-antenna" (Remark 2, eq. (31)).
         step: "lbfgs" (default with rule "paper"; ours, not in the paper): L-BFGS with Armijo steps on

@@ -517,7 +517,7 @@ class AdmmBeamformer(Beamformer):
     max_iterations: int = 100
     """Outer iterations (dual update + rho decay each), N_iter of Algorithm 2 ([15]'s code: 100)."""
     tolerance: float = 1e-4
-    """Stop when |R_j - R_{j-1}| <= tolerance * R_j at a feasible iterate, R = objective (30) ([15]'s code: 1e-4)."""
+    """Stop when ``|R_j - R_{j-1}| <= tolerance * R_j`` at a feasible iterate, R = objective (30) ([15]'s code: 1e-4)."""
     inner_iterations: int = 1
     """BCD passes of Steps 1-3 per outer iteration (Algorithm 2 leaves it open; [15]'s code: 1)."""
     rho0: float = 1.0

@@ -869,7 +869,7 @@ class ExactAssociation(AssociationMethod):
     :math:`F\le\sum_i\lambda_i+\sum_{k<j}p_k(n_k;\lambda)+D_j(m;\lambda)` with
     :math:`D_j(m)=\max\{\sum_{k\ge j}p_k(n_k): n_k\ge1,\sum_{k\ge j}n_k=m\}` (a DP over BSs, which
     keeps the coupling :math:`\sum_k n_k=N` that a per-BS max would drop). A node whose bound is
-    <= incumbent + ``tolerance`` * max(1, |incumbent|) is pruned; children are visited in
+    <= incumbent + ``tolerance`` * ``max(1, |incumbent|)`` is pruned; children are visited in
     decreasing bound; a leaf (all loads fixed) is solved exactly as above. Every load vector is
     therefore either solved or shown unable to beat the incumbent by more than the tolerance:
     the result is optimal up to that (relative 1e-10 by default, i.e. floating-point) tolerance.

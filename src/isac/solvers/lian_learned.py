@@ -12,7 +12,7 @@ output is CONVERGED.
 Which checkpoint: ``checkpoint`` names a file. Otherwise the ``*.pt`` files of the solver's kind in
 the folders of ``models`` (os.pathsep-separated) -- when empty, ``$ISAC_MODEL_DIR`` then the shipped
 ``isac/learning/weights`` -- are ranked against the instance by (power difference in dB, clean/robust
-inputs mismatch, |log10| of the gamma/floor ratio difference), the first folder winning ties: a model
+inputs mismatch, ``|log10|`` of the gamma/floor ratio difference), the first folder winning ties: a model
 trained for the instance's power, gamma / SPEB floor and kind of inputs (robust when the instance
 carries estimates) if there is one, the nearest otherwise, with ``info["checkpoint_note"]`` saying how
 it differs. ``info`` also has ``checkpoint`` (file name), ``model`` (kind, protocol, power, gamma/floor,

@@ -79,7 +79,7 @@ solver's view at most :math:`\gamma(1-10^{-4})` (:data:`ACCEPT_RTOL`), power wit
 and leaves the batch): CONVERGED when a feasible point exists, the best feasible sum rate improved
 by at most ``tolerance`` x max(1, f) over the last window, and the start holding it is stationary:
 the Lagrangian :math:`-f+\lambda g` of its accepted point changed by at most ``tolerance`` x
-max(1, |L|) over the window, with :math:`g\le` ``tolerance``. Otherwise MAX_ITERATIONS after
+``max(1, |L|)`` over the window, with :math:`g\le` ``tolerance``. Otherwise MAX_ITERATIONS after
 ``max_iterations`` (the point is still the best feasible one).
 
 A threshold below the SPEB floor (:func:`isac.metrics.bounds.lian_floor.gamma_below_floor`) is

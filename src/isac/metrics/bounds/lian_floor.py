@@ -178,7 +178,7 @@ def fim_transmit_basis(array, bs_positions_m, target_position_m) -> torch.Tensor
 
 
 def speb_scale(inst) -> float:
-    """SPEB of ``inst`` / SPEB of its unit problem (largest budget 1, max |alpha| 1, one snapshot, unit noise)."""
+    """SPEB of ``inst`` / SPEB of its unit problem (largest budget 1, max ``|alpha|`` 1, one snapshot, unit noise)."""
     return inst.noise_sense_w / (inst.snapshots * float(inst.p_max_w.max()) * float(inst.alpha.abs().max()) ** 2)
 
 

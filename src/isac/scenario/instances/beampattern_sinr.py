@@ -47,7 +47,7 @@ from isac.metrics.beampattern import angle_grid_deg, desired_beampattern, steeri
 from isac.scenario.arrays import ULA, zhao_ula
 from isac.scenario.channels import path_loss, rayleigh
 from isac.scenario.geometry import distance
-from isac.scenario.io import RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
+from isac.scenario.io import MAX_SIZE, RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
 from isac.scenario.problems import ProblemFamily, register_family
 from isac.scenario.random import make_rng
 from isac.units import db_to_lin
@@ -177,13 +177,15 @@ class BeampatternSinrInstance:
             raise InstanceError(f"params.grid_deg: need -90 <= start < stop <= 90, got [{start:g}, {stop:g}]")
         if step <= 0:
             raise InstanceError(f"params.grid_deg: step must be > 0, got {step:g}")
+        if (stop - start) / step > MAX_SIZE:
+            raise InstanceError(f"params.grid_deg: at most {MAX_SIZE} grid points, got {(stop - start) / step:.6g}")
         users = f.real_array("user_positions_m", (H.shape[1], 3)) if f.has("user_positions_m") else None
         bs = f.real_array("bs_position_m", (3,)) if f.has("bs_position_m") else None
         return cls(
             num_antennas=m,
             power_w=p.number("power_w", exclusive_minimum=0.0),
             noise_w=p.number("noise_w", exclusive_minimum=0.0),
-            sinr_db=p.number("sinr_db"),
+            sinr_db=p.number("sinr_db", decibels=True),
             beam_width_deg=p.number("beam_width_deg", exclusive_minimum=0.0, maximum=180.0),
             grid_deg=(start, stop, step),
             H=H,

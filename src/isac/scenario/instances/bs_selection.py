@@ -160,30 +160,30 @@ class BsSelectionInstance:
         s = bs.shape[0]
         if s < 2:
             raise InstanceError("bs_positions_m: needs at least two BSs (one receives, one transmits)")
-        axes = f.real_array("array_axes", (s, 2))
+        axes = f.real_array("array_axes", (s, 2), sizes_from="bs_positions_m")
         if bool((torch.linalg.vector_norm(axes, dim=-1) == 0).any()):
             raise InstanceError("array_axes: every axis needs a non-zero length")
         target = f.real_array("target_position_m", (2,))
         if bool((torch.linalg.vector_norm(bs - target, dim=-1) == 0).any()):
             raise InstanceError("target_position_m: coincides with a BS position")
-        H = f.complex_array("H", (s, n, None))
+        H = f.complex_array("H", (s, n, None), sizes_from="bs_positions_m, params.num_antennas")
         k = H.shape[2]
         if k < 1:
             raise InstanceError("H: needs at least one user (last dimension)")
-        alpha = f.complex_array("alpha", (s, s))
+        alpha = f.complex_array("alpha", (s, s), sizes_from="bs_positions_m")
         off = ~torch.eye(s, dtype=torch.bool)
         if bool((alpha[off] == 0).any()):
             raise InstanceError("alpha: every off-diagonal (bistatic) gain must be non-zero")
         if bool((alpha.diagonal() != 0).any()):
             raise InstanceError("alpha: the diagonal (a BS sensing its own signal) must be zero")
-        sinr_min_db = p.real_array("sinr_min_db", (k,))
+        sinr_min_db = p.real_array("sinr_min_db", (k,), decibels=True)
         users = f.real_array("user_positions_m", (k, 2)) if f.has("user_positions_m") else None
         return cls(
             num_antennas=n,
             snapshots=p.integer("snapshots", minimum=1),
-            p_max_dbm=p.number("p_max_dbm"),
-            noise_comm_dbm=p.number("noise_comm_dbm"),
-            noise_sense_dbm=p.number("noise_sense_dbm"),
+            p_max_dbm=p.number("p_max_dbm", decibels=True),
+            noise_comm_dbm=p.number("noise_comm_dbm", decibels=True),
+            noise_sense_dbm=p.number("noise_sense_dbm", decibels=True),
             sinr_min_db=sinr_min_db,
             crb_max_m2=p.number("crb_max_m2", exclusive_minimum=0.0),
             bs_positions_m=bs,

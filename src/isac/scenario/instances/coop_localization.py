@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import torch
 
 from isac.scenario.arrays import UPA, lian_upa
-from isac.scenario.io import RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
+from isac.scenario.io import MAX_SIZE, RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
 from isac.scenario.problems import ProblemFamily, register_family
 from isac.scenario.random import make_rng
 from isac.units import dbm_to_watt
@@ -198,7 +198,7 @@ class CoopLocalizationInstance:
         n = p.integer("num_bs", minimum=1)
         upa_shape = p.int_list("upa_shape", 2)
         length = upa_shape[0] * upa_shape[1]
-        p_max = p.real_array("p_max_dbm", (n,))
+        p_max = p.real_array("p_max_dbm", (n,), decibels=True)
         bs = f.real_array("bs_positions_m", (n, 3))
         target = f.real_array("target_position_m", (3,))
         _check_geometry(bs, target, "target_position_m")
@@ -209,15 +209,15 @@ class CoopLocalizationInstance:
         alpha = f.complex_array("alpha", (n, n))
         if bool((alpha == 0).any()):
             raise InstanceError("alpha: every reflection coefficient must be non-zero")
-        ns = p.integer("num_sensing_streams", minimum=0)
+        ns = p.integer("num_sensing_streams", minimum=0, maximum=MAX_SIZE)
         t_est = f.real_array("target_position_estimate_m", (3,)) if f.has("target_position_estimate_m") else None
         if t_est is not None:
             _check_geometry(bs, t_est, "target_position_estimate_m")
         return cls(
             upa_shape=upa_shape,
             p_max_dbm=tuple(float(x) for x in p_max),
-            noise_comm_dbm=p.number("noise_comm_dbm"),
-            noise_sense_dbm=p.number("noise_sense_dbm"),
+            noise_comm_dbm=p.number("noise_comm_dbm", decibels=True),
+            noise_sense_dbm=p.number("noise_sense_dbm", decibels=True),
             speb_max_m2=p.number("speb_max_m2", exclusive_minimum=0.0),
             snapshots=p.integer("snapshots", minimum=1),
             carrier_hz=p.number("carrier_hz", exclusive_minimum=0.0),
@@ -319,6 +319,7 @@ def lian_preset(
         bs_positions_m=bs, target_position_m=target, H=H, alpha=alpha, speb_model=speb_model,
         user_positions_m=users,
     )
+    CoopLocalizationInstance.from_dict(inst.to_dict())  # the file checks and bounds, before the floor SDP sees it
     if speb_max_m2 is None:
         if not (gamma_over_floor > 0 and math.isfinite(gamma_over_floor)):
             raise ValueError(f"gamma_over_floor must be positive and finite, got {gamma_over_floor}")

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from isac.scenario.arrays import UPA, fang_upa
-from isac.scenario.io import RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
+from isac.scenario.io import MAX_SIZE, RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
 from isac.scenario.problems import ProblemFamily, register_family
 from isac.scenario.random import complex_normal, make_rng
 from isac.units import dbm_to_watt
@@ -155,6 +155,8 @@ class CrlbSumrateInstance:
         tx_shape = p.int_list("tx_shape", 2)
         rx_shape = p.int_list("rx_shape", 2)
         nt = tx_shape[0] * tx_shape[1]
+        if rx_shape[0] * rx_shape[1] > MAX_SIZE:
+            raise InstanceError(f"params.rx_shape: at most {MAX_SIZE} receive elements, got {rx_shape[0] * rx_shape[1]}")
         H = f.complex_array("H", (nt, None))
         k = H.shape[1]
         if k < 1:
@@ -165,16 +167,16 @@ class CrlbSumrateInstance:
             raise InstanceError("alpha: needs at least one target")
         if bool((alpha == 0).any()):
             raise InstanceError("alpha: every target needs a non-zero reflection coefficient")
-        ns = p.integer("num_sensing_streams", minimum=0)
+        ns = p.integer("num_sensing_streams", minimum=0, maximum=MAX_SIZE)
         inst = cls(
             tx_shape=tx_shape,
             rx_shape=rx_shape,
             snapshots=p.integer("snapshots", minimum=1),
             delta_c=p.number("delta_c", minimum=0.0),
             delta_s=p.number("delta_s", minimum=0.0),
-            p_max_dbm=p.number("p_max_dbm"),
-            noise_comm_dbm=p.number("noise_comm_dbm"),
-            noise_sense_dbm=p.number("noise_sense_dbm"),
+            p_max_dbm=p.number("p_max_dbm", decibels=True),
+            noise_comm_dbm=p.number("noise_comm_dbm", decibels=True),
+            noise_sense_dbm=p.number("noise_sense_dbm", decibels=True),
             num_sensing_streams=ns,
             H=H,
             alpha=alpha,

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from isac.scenario.arrays import ULA, li_ula
-from isac.scenario.io import RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
+from isac.scenario.io import MAX_SIZE, RESULT_FILE_KEYS, Fields, InstanceError, encode_complex, encode_real
 from isac.scenario.problems import ProblemFamily, register_family
 from isac.scenario.random import complex_normal, make_rng
 from isac.units import db_to_lin, dbm_to_watt
@@ -194,12 +194,12 @@ class MultibsAssociationInstance:
         p.check_keys(_PARAM_KEYS, _PARAM_OPTIONAL)
         k = p.integer("num_bs", minimum=1)
         m = p.integer("num_antennas", minimum=1)
-        ns = p.integer("num_sensing_streams", minimum=0)
+        ns = p.integer("num_sensing_streams", minimum=0, maximum=MAX_SIZE)
         if isinstance(p.obj["p_max_dbm"], list):
-            arr = p.real_array("p_max_dbm", (k,))
+            arr = p.real_array("p_max_dbm", (k,), decibels=True)
             p_max = tuple(float(x) for x in arr.tolist())
         else:
-            p_max = (p.number("p_max_dbm"),) * k
+            p_max = (p.number("p_max_dbm", decibels=True),) * k
         H = f.complex_array("H", (k, m, None))
         n = H.shape[2]
         if n < 1:
@@ -223,9 +223,9 @@ class MultibsAssociationInstance:
             spacing_wavelengths=p.number("spacing_wavelengths", exclusive_minimum=0.0),
             snapshots=p.integer("snapshots", minimum=1),
             p_max_dbm=p_max,
-            noise_comm_dbm=p.number("noise_comm_dbm"),
-            noise_radar_dbm=p.number("noise_radar_dbm"),
-            snr_min_db=p.number("snr_min_db"),
+            noise_comm_dbm=p.number("noise_comm_dbm", decibels=True),
+            noise_radar_dbm=p.number("noise_radar_dbm", decibels=True),
+            snr_min_db=p.number("snr_min_db", decibels=True),
             crb_max_rad2=p.number("crb_max_rad2", exclusive_minimum=0.0),
             rcs_variance=p.number("rcs_variance", exclusive_minimum=0.0),
             H=H,
