@@ -188,7 +188,7 @@ def _solve_hpd(G, r):
 @numba.njit(**_JIT)
 def least_powers(H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, gamma):
     """The feasibility layer (:func:`isac.learning.zhao.feasible_powers`) for one instance
-    -> ``(C, S, valid)``; on failure ``valid`` is False and ``C``, ``S`` are the directions scaled to ``power_w``."""
+    -> ``(C, S, valid)``; on failure ``valid`` is False and ``C``, ``S`` are the directions as given."""
     m, n_users = H.shape
     u = C_dir.copy()
     for l in range(n_users):
@@ -201,9 +201,8 @@ def least_powers(H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, ga
     d = np.empty(n_users)
     for l in range(n_users):
         d[l] = G[l, l]
-    fail_C, fail_S = normalise(C_dir, S_dir, power_w)
     if not np.all(d > 0):
-        return fail_C, fail_S, False
+        return C_dir, S_dir, False
     A = np.eye(n_users)
     rhs = np.empty((n_users, 3))
     top = np.max(user_logits)
@@ -219,7 +218,7 @@ def least_powers(H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, ga
     sol = rhs
     for k in range(n_users):  # elimination without pivoting: all pivots > 0 <=> A is an M-matrix
         if not A[k, k] > 0:
-            return fail_C, fail_S, False
+            return C_dir, S_dir, False
         for r in range(k + 1, n_users):
             f = A[r, k] / A[k, k]
             for c in range(k, n_users):
@@ -235,7 +234,7 @@ def least_powers(H, C_dir, S_dir, user_logits, sense_logit, power_w, noise_w, ga
     sums = np.sum(sol, axis=0)
     spare = power_w - sums[0]
     if not (np.all(np.isfinite(sol)) and np.all(sol[:, 0] > 0) and spare > 0):
-        return fail_C, fail_S, False
+        return C_dir, S_dir, False
     alpha = 1.0 / (1.0 + math.exp(-sense_logit))
     q = alpha * spare / (1.0 + sums[1])
     k = (1.0 - alpha) * spare / sums[2]
@@ -266,4 +265,7 @@ def forward(H, A, power_w, noise_w, gamma, zf_bias, fl, buf, tab):
     for l in range(C.shape[1]):
         kappa[l] = 1.0 / (1.0 + math.exp(-(extra_c[l, 1] + zf_bias)))
     C = null_others(H, C + g, kappa)
-    return least_powers(H, C, S, extra_c[:, 0].copy(), extra_s[0], power_w, noise_w, gamma)
+    C, S, valid = least_powers(H, C, S, extra_c[:, 0].copy(), extra_s[0], power_w, noise_w, gamma)
+    if not valid:  # the fallback of ZhaoGNNFL.forward_valid: the directions normalised (23)
+        C, S = normalise(C, S, power_w)
+    return C, S, valid

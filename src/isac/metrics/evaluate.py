@@ -60,7 +60,8 @@ def evaluate(instance, solution: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def nonfinite_metrics(metrics: Mapping[str, Any]) -> list[str]:
-    """Names of the metrics holding a NaN or an infinity (``"rates_nats[1]"``, ``"crlb_trace"``), in order.
+    """Names of the entries holding a NaN or an infinity (``"rates_nats[1]"``, ``"crlb_trace"``), in order:
+    of a metrics dict, or of a solution's tensors (``"W"``).
 
     A finite input can still overflow inside a metric; :func:`isac.solvers.base.finalize` turns such
     a result into NUMERICAL_ERROR and ``isac evaluate`` refuses to print it."""

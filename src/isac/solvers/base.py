@@ -24,7 +24,6 @@ import torch
 
 from isac.metrics.evaluate import evaluate, nonfinite_metrics, to_python
 from isac.scenario.problems import get_family
-from isac.tensors import is_finite
 
 
 @contextlib.contextmanager
@@ -109,7 +108,7 @@ class Result:
         out: dict[str, Any] = {"problem": self.problem, "solver": self.solver}
         # A point holding NaN/Inf is not written (its status is NUMERICAL_ERROR, see finalize), and
         # non-finite numbers elsewhere become null: the dict always encodes as strict JSON.
-        out.update(fam.encode_solution(self.solution) if self.solution and not _nonfinite_tensors(self.solution) else {})
+        out.update(fam.encode_solution(self.solution) if self.solution and not nonfinite_metrics(self.solution) else {})
         out.update(
             {
                 "status": self.status.value,
@@ -136,12 +135,6 @@ def _json_safe(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
     return x
-
-
-def _nonfinite_tensors(solution: Mapping[str, Any]) -> list[str]:
-    """Keys of the floating/complex tensors of ``solution`` holding a NaN or an infinity."""
-    return [k for k, v in solution.items()
-            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and not is_finite(v)]
 
 
 class OptionError(ValueError):
@@ -273,7 +266,7 @@ def finalize(result: Result, instance) -> Result:
         result.metrics = evaluate(instance, result.solution)
     else:
         result.metrics = {"feasible": False}
-    bad_point = _nonfinite_tensors(result.solution) if result.solution else []
+    bad_point = nonfinite_metrics(result.solution) if result.solution else []
     bad_metrics = nonfinite_metrics(result.metrics)
     if (bad_point or bad_metrics) and result.status in (Status.CONVERGED, Status.MAX_ITERATIONS, Status.INFEASIBLE,
                                                         Status.NUMERICAL_ERROR):

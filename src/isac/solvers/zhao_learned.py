@@ -189,10 +189,11 @@ def _forward(model: torch.nn.Module, instances: Sequence[BeampatternSinrInstance
     if all(i.spacing_wavelengths == first.spacing_wavelengths for i in instances):  # one array: vectorised
         angles = torch.stack([i.target_angles_deg for i in instances])  # [B, K]
         if bool((angles == angles[:1]).all()):  # one fixed target set: steer once
-            A = first.array.steering(torch.deg2rad(angles[:1])).transpose(-2, -1).expand(len(instances), -1, -1)
+            # moved before expanding: .to() of a broadcast tensor would materialise it on the device
+            A = first.array.steering(torch.deg2rad(angles[:1])).transpose(-2, -1).to(device)
+            A = A.expand(len(instances), -1, -1)
         else:
-            A = first.array.steering(torch.deg2rad(angles)).transpose(-2, -1)
-        A = A.to(device)
+            A = first.array.steering(torch.deg2rad(angles)).transpose(-2, -1).to(device)
     else:
         A = torch.stack([target_steering(i) for i in instances]).to(device)
     power = torch.tensor([i.power_w for i in instances], dtype=torch.float64, device=device)
@@ -344,18 +345,13 @@ class _ZhaoLearned(Solver):
         # a large batch runs on the caller's torch threads (the forward pass is a few big matrix
         # products), a small one on one thread
         t0 = time.perf_counter()
-        with torch_threads(1) if self.device == "cpu" and len(insts) < 64 else _no_change():
+        with torch_threads(1) if self.device == "cpu" and len(insts) < 64 else contextlib.nullcontext():
             C, S, valid = _forward(model, insts, self.device)
         return C, S, valid, (time.perf_counter() - t0) / len(insts), config.kind
 
     def options(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "models": self.models, "train_users": self.train_users,
                 "device": self.device}
-
-
-@contextlib.contextmanager
-def _no_change():
-    yield
 
 
 @register_solver
